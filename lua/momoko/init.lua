@@ -1,0 +1,170 @@
+-- momoko: asynchronous PostgreSQL for Lua 5.4 on libuv.
+-- The C module momoko.core gives the primitives (loop, futures, connections, cursors,
+-- codecs); this file adds what is simplest in Lua: momoko.all, momoko.connect, JSON,
+-- register_json/register_hstore, and connection factories.
+local core = require "momoko.core"
+
+local M = {
+  _VERSION = core._VERSION,
+  run = core.run,
+  spawn = core.spawn,
+  sleep = core.sleep,
+  loop = core.loop,
+  set_loop = core.set_loop,
+  on_error = core.on_error,
+  is = core.is,
+  Error = core.Error,
+  kinds = core.kinds,
+  null = core.null,
+  bytea = core.bytea,
+  hstore = core.hstore,
+  register_type = core.register_type,
+  Connection = core.Connection,
+  cursors = { array = "array", dict = "dict" },
+}
+
+local Future = core.Future
+local methods = core.Connection_methods
+
+local function is_future(v)
+  return getmetatable(v) == Future
+end
+M.is_future = is_future
+
+local function interface_error(msg)
+  return core.error("InterfaceError", msg)
+end
+
+-- A future already resolved with the given values.
+local function done(...)
+  local f = core.future()
+  f:_resolve(...)
+  return f
+end
+
+-- cjson, loaded on first use (optional dependency).
+local cjson
+local function json_codec()
+  if cjson == nil then
+    local ok, mod = pcall(require, "cjson")
+    cjson = ok and mod or false
+  end
+  return cjson
+end
+
+--- momoko.all(futures): a future of all results in order; fails with the first error.
+function M.all(futures)
+  if type(futures) ~= "table" then
+    error(interface_error("momoko.all: an array of futures expected"), 2)
+  end
+  local n = #futures
+  for i = 1, n do
+    if not is_future(futures[i]) then
+      error(interface_error("momoko.all: item " .. i .. " is not a future"), 2)
+    end
+  end
+  local out, results, left, failed = core.future(), {}, n, false
+  if n == 0 then
+    out:_resolve(results)
+    return out
+  end
+  for i = 1, n do
+    futures[i]:add_done_callback(function(f)
+      if failed then return end
+      local err = f:error()
+      if err ~= nil then
+        failed = true
+        out:_fail(err)
+        return
+      end
+      results[i] = f:result()
+      left = left - 1
+      if left == 0 then out:_resolve(results) end
+    end)
+  end
+  return out
+end
+
+--- momoko.connect(dsn, opts) / momoko.connect(opts): a future of a connected Connection.
+function M.connect(...)
+  return core.Connection(...):connect()
+end
+
+--- momoko.json(v): v sent as a json parameter (encoded with lua-cjson).
+function M.json(v)
+  local codec = json_codec()
+  if not codec then
+    error(interface_error("momoko.json needs lua-cjson (Debian: lua-cjson)"), 2)
+  end
+  local ok, text = pcall(codec.encode, v)
+  if not ok then
+    error(interface_error("momoko.json: cannot encode: " .. tostring(text)), 2)
+  end
+  return core.json_text(text)
+end
+
+-- Connection factories run in a coroutine after setsession; the connect future
+-- resolves once the factory (and the future it may return) is done.
+core._set_after_connect(function(fut, conn, factory)
+  core.spawn(function()
+    local ok, err = pcall(function()
+      local r = factory(conn)
+      if is_future(r) then r:await() end
+    end)
+    if ok then
+      fut:_resolve(conn)
+    else
+      conn:close()
+      if getmetatable(err) ~= core.Error then
+        err = interface_error("connection_factory failed: " .. tostring(err))
+      end
+      fut:_fail(err)
+    end
+  end)
+end)
+
+local JSON, JSONB, JSON_ARRAY, JSONB_ARRAY = 114, 3802, 199, 3807
+
+local function set_decoder(conn, globally, oid, fn)
+  conn:_set_decoder(oid, fn)
+  if globally then core.register_type(oid, fn) end
+end
+
+--- conn:register_json{loads=, globally=}: json and jsonb results decode to Lua values.
+function methods.register_json(self, opts)
+  opts = opts or {}
+  if type(opts) ~= "table" then error(interface_error("register_json: opts must be a table"), 2) end
+  local loads = opts.loads
+  if loads == nil then
+    local codec = json_codec()
+    if not codec then
+      error(interface_error("register_json: no opts.loads and lua-cjson is not installed"), 2)
+    end
+    loads = codec.decode
+  elseif type(loads) ~= "function" then
+    error(interface_error("register_json: opts.loads must be a function"), 2)
+  end
+  set_decoder(self, opts.globally, JSON, loads)
+  set_decoder(self, opts.globally, JSONB, loads)
+  set_decoder(self, opts.globally, JSON_ARRAY, { array = loads })
+  set_decoder(self, opts.globally, JSONB_ARRAY, { array = loads })
+  return done(self)
+end
+
+--- conn:register_hstore{globally=}: hstore results decode to tables (looks up the OID).
+function methods.register_hstore(self, opts)
+  opts = opts or {}
+  if type(opts) ~= "table" then error(interface_error("register_hstore: opts must be a table"), 2) end
+  local lookup = self:execute("SELECT to_regtype('hstore')::oid, to_regtype('hstore[]')::oid")
+  return core.spawn(function()
+    local row = lookup:await():fetchone()
+    if row[1] == M.null then
+      error(core.error("ProgrammingError", "hstore type not found: run CREATE EXTENSION hstore"))
+    end
+    set_decoder(self, opts.globally, row[1], core.hstore_decode)
+    set_decoder(self, opts.globally, row[2], { array = core.hstore_decode })
+    return self
+  end)
+end
+
+return M

@@ -1,0 +1,258 @@
+/* lfuture: momoko.Future, the one result shape of every asynchronous operation.
+ * A future is a userdata; user value 1 holds the outcome (the single result, a table
+ * of several results, or the error), user value 2 the waiters (a table of suspended
+ * coroutines and done callbacks). Whoever will resolve a future keeps a registry
+ * reference to it, so a future nobody else references still completes. */
+#include <string.h>
+
+#include "lmomoko.h"
+
+enum { PENDING, RESOLVED, FAILED };
+
+typedef struct lfuture {
+  int state;
+  int nres;      /* number of results; 1 is stored bare, others in a table */
+  int retrieved; /* someone awaited it or read its error */
+  lmk_cancel_fn cancel;
+  void *cancel_ud;
+} lfuture;
+
+#define OUTCOME 1
+#define WAITERS 2
+
+static lfuture *check_future(lua_State *L, int idx) { return luaL_checkudata(L, idx, LMK_FUTURE); }
+
+lfuture *lmk_future_new(lua_State *L) {
+  lfuture *f = lua_newuserdatauv(L, sizeof *f, 2);
+  memset(f, 0, sizeof *f);
+  luaL_setmetatable(L, LMK_FUTURE);
+  return f;
+}
+
+void lmk_future_set_cancel(lfuture *f, lmk_cancel_fn fn, void *ud) {
+  f->cancel = fn;
+  f->cancel_ud = ud;
+}
+
+/* Wakes every waiter of the done future at idx. The waiters table stays on the stack
+ * while they run, so nothing they do can collect a waiter not yet woken. */
+static void wake(lua_State *L, int idx) {
+  lua_Integer i, n;
+  int wt;
+  if (lua_getiuservalue(L, idx, WAITERS) != LUA_TTABLE) {
+    lua_pop(L, 1);
+    return;
+  }
+  wt = lua_gettop(L);
+  lua_pushnil(L);
+  lua_setiuservalue(L, idx, WAITERS);
+  n = (lua_Integer)lua_rawlen(L, wt);
+  for (i = 1; i <= n; i++) {
+    int t = lua_rawgeti(L, wt, i);
+    if (t == LUA_TTHREAD) {
+      lua_State *co = lua_tothread(L, -1);
+      lua_pop(L, 1);
+      if (lua_status(co) == LUA_YIELD) lmk_resume(L, co, 0);
+    } else {
+      lua_pushvalue(L, idx);
+      if (lua_pcall(L, 1, 0, 0) != LUA_OK) lmk_report(L);
+    }
+  }
+  lua_pop(L, 1);
+}
+
+static void settle(lua_State *L, int idx, int state, int n) {
+  lfuture *f = lua_touserdata(L, idx);
+  if (f->state != PENDING) { /* resolving twice is a bug of the resolver: keep the first */
+    lua_pop(L, n);
+    return;
+  }
+  if (n == 1) {
+    lua_setiuservalue(L, idx, OUTCOME);
+  } else {
+    int i;
+    lua_createtable(L, n, 0);
+    for (i = n; i >= 1; i--) {
+      lua_insert(L, -2);
+      lua_rawseti(L, -2, i);
+    }
+    lua_setiuservalue(L, idx, OUTCOME);
+  }
+  f->state = state;
+  f->nres = n;
+  f->cancel = NULL;
+  wake(L, idx);
+}
+
+void lmk_future_resolve(lua_State *L, int idx, int n) {
+  idx = lua_absindex(L, idx);
+  settle(L, idx, RESOLVED, n);
+}
+
+void lmk_future_fail(lua_State *L, int idx) {
+  idx = lua_absindex(L, idx);
+  settle(L, idx, FAILED, 1);
+}
+
+static void add_waiter(lua_State *L, int idx) {
+  if (lua_getiuservalue(L, idx, WAITERS) != LUA_TTABLE) {
+    lua_pop(L, 1);
+    lua_createtable(L, 1, 0);
+    lua_pushvalue(L, -1);
+    lua_setiuservalue(L, idx, WAITERS);
+  }
+  lua_insert(L, -2);
+  lua_rawseti(L, -2, (lua_Integer)lua_rawlen(L, -2) + 1);
+  lua_pop(L, 1);
+}
+
+/* Pushes the results of the done future at 1, or raises its error. */
+static int outcome(lua_State *L, lfuture *f) {
+  f->retrieved = 1;
+  lua_getiuservalue(L, 1, OUTCOME);
+  if (f->state == FAILED) return lua_error(L);
+  if (f->nres == 1) return 1;
+  luaL_checkstack(L, f->nres, "too many results");
+  {
+    int i, t = lua_gettop(L);
+    for (i = 1; i <= f->nres; i++) lua_rawgeti(L, t, i);
+  }
+  return f->nres;
+}
+
+static int await_k(lua_State *L, int status, lua_KContext ctx) {
+  lfuture *f = lua_touserdata(L, 1);
+  (void)status;
+  (void)ctx;
+  lua_settop(L, 1);
+  if (f->state == PENDING) /* resumed by someone else: still a waiter, wait on */
+    return lua_yieldk(L, 0, 0, await_k);
+  return outcome(L, f);
+}
+
+/* Main thread: run the loop until f is done. */
+static void run_until_done(lua_State *L, lfuture *f) {
+  lmk_state *st = lmk_state_of(L);
+  uv_loop_t *loop;
+  if (lmk_loop_running(L, st))
+    lmk_raise(L, MK_ERR_INTERFACE,
+              "cannot await on the main thread while the loop is running (inside a callback or "
+              "uv.run()): await from a coroutine instead, e.g. in momoko.spawn");
+  loop = lmk_loop(L, st);
+  st->running++;
+  while (f->state == PENDING) {
+    int alive = uv_run(loop, UV_RUN_ONCE);
+    if (!alive && f->state == PENDING) {
+      st->running--;
+      lmk_raise(L, MK_ERR_INTERFACE, "future can never complete: the loop has nothing left to run");
+    }
+  }
+  st->running--;
+}
+
+static int f_await(lua_State *L) {
+  lfuture *f = check_future(L, 1);
+  lua_settop(L, 1);
+  if (f->state == PENDING) {
+    if (lua_isyieldable(L)) {
+      f->retrieved = 1;
+      lua_pushthread(L);
+      add_waiter(L, 1);
+      return lua_yieldk(L, 0, 0, await_k);
+    }
+    run_until_done(L, f);
+  }
+  return outcome(L, f);
+}
+
+static int f_done(lua_State *L) {
+  lua_pushboolean(L, check_future(L, 1)->state != PENDING);
+  return 1;
+}
+
+static int f_result(lua_State *L) {
+  lfuture *f = check_future(L, 1);
+  lua_settop(L, 1);
+  if (f->state == PENDING) return lmk_raise(L, MK_ERR_INTERFACE, "future is not done");
+  return outcome(L, f);
+}
+
+static int f_error(lua_State *L) {
+  lfuture *f = check_future(L, 1);
+  if (f->state != FAILED) return 0;
+  f->retrieved = 1;
+  lua_getiuservalue(L, 1, OUTCOME);
+  return 1;
+}
+
+static int f_add_done_callback(lua_State *L) {
+  lfuture *f = check_future(L, 1);
+  luaL_checktype(L, 2, LUA_TFUNCTION);
+  lua_settop(L, 2);
+  f->retrieved = 1;
+  if (f->state != PENDING) {
+    lua_pushvalue(L, 1);
+    lua_call(L, 1, 0);
+    return 0;
+  }
+  add_waiter(L, 1);
+  return 0;
+}
+
+static int f_cancel(lua_State *L) {
+  lfuture *f = check_future(L, 1);
+  lua_settop(L, 1);
+  if (f->state != PENDING || !f->cancel) {
+    lua_pushboolean(L, 0);
+    return 1;
+  }
+  lua_pushboolean(L, f->cancel(L, f->cancel_ud));
+  return 1;
+}
+
+/* f:_resolve(...) and f:_fail(err): for momoko's Lua layer (momoko.all, factories). */
+static int f_resolve(lua_State *L) {
+  check_future(L, 1);
+  lmk_future_resolve(L, 1, lua_gettop(L) - 1);
+  return 0;
+}
+
+static int f_fail(lua_State *L) {
+  check_future(L, 1);
+  lua_settop(L, 2);
+  lmk_future_fail(L, 1);
+  return 0;
+}
+
+static int f_tostring(lua_State *L) {
+  lfuture *f = check_future(L, 1);
+  static const char *names[] = {"pending", "resolved", "failed"};
+  lua_pushfstring(L, "<momoko.Future %s>", names[f->state]);
+  return 1;
+}
+
+static int new_future(lua_State *L) {
+  lmk_future_new(L);
+  return 1;
+}
+
+int lmk_future_unretrieved(lua_State *L, int idx) {
+  lfuture *f = luaL_testudata(L, idx, LMK_FUTURE);
+  return f && f->state == FAILED && !f->retrieved;
+}
+
+void lmk_open_future(lua_State *L) {
+  static const luaL_Reg methods[] = {
+    {"await", f_await},   {"done", f_done},       {"result", f_result},
+    {"error", f_error},   {"add_done_callback", f_add_done_callback},
+    {"cancel", f_cancel}, {"_resolve", f_resolve}, {"_fail", f_fail},
+    {NULL, NULL}};
+  luaL_newmetatable(L, LMK_FUTURE);
+  luaL_newlib(L, methods);
+  lua_setfield(L, -2, "__index");
+  lua_pushcfunction(L, f_tostring);
+  lua_setfield(L, -2, "__tostring");
+  lua_setfield(L, -2, "Future"); /* module.Future: the metatable, to recognize futures */
+  lua_pushcfunction(L, new_future);
+  lua_setfield(L, -2, "future");
+}

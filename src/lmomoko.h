@@ -1,0 +1,98 @@
+/* lmomoko.h: what the binding files (src/l*.c) share: the per-Lua-state module state,
+ * futures, errors, and the conversions between Lua values and PostgreSQL. Internal. */
+#ifndef LMOMOKO_H
+#define LMOMOKO_H
+
+#include <lauxlib.h>
+#include <lua.h>
+#include <uv.h>
+
+#include "mk_conn.h"
+#include "mk_error.h"
+
+#define LMK_FUTURE "momoko.Future"
+#define LMK_CONN "momoko.Connection"
+#define LMK_CURSOR "momoko.Cursor"
+#define LMK_ERROR "momoko.Error"
+#define LMK_PARAM "momoko.Param"
+
+/* Lua 5.4.4 has lua_resetthread; 5.4.6 renamed it lua_closethread. */
+#if LUA_VERSION_RELEASE_NUM >= 50406
+#define lmk_closethread(L, from) lua_closethread(L, from)
+#else
+#define lmk_closethread(L, from) ((void)(from), lua_resetthread(L))
+#endif
+
+struct lconn;
+
+/* One per Lua state that loaded momoko.core; a userdata kept in the registry. */
+typedef struct lmk_state {
+  lua_State *L;        /* the main thread: callbacks from libuv run Lua here */
+  uv_loop_t *loop;     /* chosen at first use (lmk_loop) */
+  int luv_loop;        /* the loop is luv's */
+  int running;         /* depth of uv_run calls made by momoko */
+  int closing;         /* lua_close is finalizing: no Lua from callbacks any more */
+  struct lconn *conns; /* live connections, closed at shutdown */
+  int nhandles;        /* live libuv users (connections, sleeps): set_loop needs 0 */
+  struct mk_timer *orphan_timer; /* reports spawn errors nobody retrieved */
+} lmk_state;
+
+/* The state of L (raises if momoko.core is not loaded, which cannot happen). */
+lmk_state *lmk_state_of(lua_State *L);
+/* The loop, chosen on first call: luv's if luv is loaded, else uv_default_loop(). */
+uv_loop_t *lmk_loop(lua_State *L, lmk_state *st);
+/* 1 if a uv_run is active on the loop (momoko's own or luv's). */
+int lmk_loop_running(lua_State *L, lmk_state *st);
+
+/* Errors: pushes a new momoko.Error of kind with message. */
+void lmk_push_error(lua_State *L, mk_kind kind, const char *message);
+/* Pushes the Lua form of a core error (all server fields included). */
+void lmk_push_mk_error(lua_State *L, const mk_error *e);
+/* Raises an InterfaceError with a formatted message (does not return). */
+int lmk_raise(lua_State *L, mk_kind kind, const char *fmt, ...);
+/* Hands the value on top (popped) to momoko.on_error, or stderr. Never raises. */
+void lmk_report(lua_State *L);
+
+/* Futures. Cancel hooks let f:cancel() reach whatever will resolve the future. */
+typedef int (*lmk_cancel_fn)(lua_State *L, void *ud);
+/* Pushes a new pending future and returns it. */
+struct lfuture *lmk_future_new(lua_State *L);
+void lmk_future_set_cancel(struct lfuture *f, lmk_cancel_fn fn, void *ud);
+/* Resolves the future at index idx with the n values on top (popped), then wakes its
+ * waiters; coroutines are resumed, callbacks called, errors routed to on_error. */
+void lmk_future_resolve(lua_State *L, int idx, int n);
+/* Fails the future at idx with the error on top (popped), then wakes its waiters. */
+void lmk_future_fail(lua_State *L, int idx);
+/* 1 if the future at idx failed and nobody awaited it or read its error (yet). */
+int lmk_future_unretrieved(lua_State *L, int idx);
+/* Resumes co with nargs arguments from L's top; routes its end or error (spawn future
+ * or on_error). */
+void lmk_resume(lua_State *L, lua_State *co, int nargs);
+
+/* Parameters: pushes the prepared form of the statement at sqlidx with the parameters
+ * at pidx (none, nil, an array, or a table of :names). Raises InterfaceError for bad
+ * values; nothing is allocated outside Lua. */
+void lmk_params_check(lua_State *L, int sqlidx, int pidx);
+/* Copies the prepared statement at prepidx into statement i of r. Never raises;
+ * returns 0, or -1 when memory ran out. */
+int lmk_params_fill(lua_State *L, mk_req *r, int i, int prepidx);
+/* Pushes sql with its parameters inlined as literals escaped for pg. */
+int lmk_mogrify(lua_State *L, PGconn *pg, int sqlidx, int pidx);
+
+/* Cursors: pushes a cursor that owns res from then on (NULL: no result). dict selects
+ * rows keyed by column name. decoders is the index of the connection's decoder table
+ * (oid -> function, or {array = fn}), or 0. */
+void lmk_cursor_push(lua_State *L, PGresult *res, const char *query, int dict, int decoders);
+
+/* Module parts: each registers its metatable and adds its functions to the module
+ * table on top. */
+void lmk_open_error(lua_State *L);
+void lmk_open_future(lua_State *L);
+void lmk_open_conn(lua_State *L);
+void lmk_open_cursor(lua_State *L);
+void lmk_open_params(lua_State *L);
+
+/* Closes every live connection (at shutdown). */
+void lmk_conn_close_all(lmk_state *st);
+
+#endif

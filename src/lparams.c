@@ -1,0 +1,559 @@
+/* lparams: Lua values to PostgreSQL parameters.
+ *
+ * lmk_params_prepare converts one statement's parameters into a "prepared" userdata
+ * (the text of each value, its format and type OID) whose user value anchors the Lua
+ * strings it points into. Every bad value raises there, before any request memory
+ * exists; lmk_params_fill then only copies. Also the tagged values momoko.bytea,
+ * momoko.json and momoko.hstore (userdata of metatable momoko.Param). */
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "lmomoko.h"
+#include "mk_buf.h"
+#include "mk_sql.h"
+#include "mk_text.h"
+
+#define MAX_PARAMS 65535
+
+enum { P_BYTEA, P_JSON, P_HSTORE };
+
+typedef struct lparam {
+  int kind;
+} lparam;
+
+typedef struct pvalue {
+  const char *p; /* NULL: SQL NULL */
+  size_t len;
+  int format;
+  Oid type;
+} pvalue;
+
+/* A statement ready to copy into a request. User value 1: table of anchored strings
+ * ([0] is the SQL to send). */
+typedef struct lprep {
+  int nparams; /* -1: simple protocol */
+  const char *sql;
+  size_t sql_len;
+  pvalue v[];
+} lprep;
+
+#define OID_BOOL 16
+#define OID_BYTEA 17
+#define OID_INT8 20
+#define OID_JSON 114
+#define OID_FLOAT8 701
+#define OID_BOOL_ARRAY 1000
+#define OID_INT8_ARRAY 1016
+#define OID_FLOAT8_ARRAY 1022
+
+/* Element kinds seen in an array, to pick its type. */
+enum { EK_NONE = 0, EK_INT = 1, EK_FLOAT = 2, EK_BOOL = 4, EK_OTHER = 8 };
+
+typedef struct encoder {
+  lua_State *L;
+  mk_buf *buf;
+  int pos;   /* 1-based parameter position, for messages */
+  int kinds; /* EK_* seen */
+  int depth;
+} encoder;
+
+static int is_null(lua_State *L, int idx) {
+  return lua_isnoneornil(L, idx) || (lua_islightuserdata(L, idx) && lua_touserdata(L, idx) == NULL);
+}
+
+static void format_float(char *out, size_t n, lua_Number x) {
+  if (isnan(x))
+    snprintf(out, n, "NaN");
+  else if (isinf(x))
+    snprintf(out, n, x > 0 ? "Infinity" : "-Infinity");
+  else
+    snprintf(out, n, "%.17g", (double)x);
+}
+
+/* The length of the table at idx if it is an array (keys 1..n, no others), else -1. */
+static lua_Integer array_length(lua_State *L, int idx) {
+  lua_Integer n = (lua_Integer)lua_rawlen(L, idx), count = 0;
+  lua_pushnil(L);
+  while (lua_next(L, idx)) {
+    lua_pop(L, 1);
+    if (!lua_isinteger(L, -1) || lua_tointeger(L, -1) < 1 || lua_tointeger(L, -1) > n) {
+      lua_pop(L, 1);
+      return -1;
+    }
+    count++;
+  }
+  return count == n ? n : -1;
+}
+
+static void oom(lua_State *L) { luaL_error(L, "not enough memory"); }
+
+/* The scratch buffer lives in a userdata whose __gc frees it, so raising while
+ * encoding leaks nothing. */
+static int scratch_gc(lua_State *L) {
+  mk_buf_free(lua_touserdata(L, 1));
+  return 0;
+}
+
+static mk_buf *push_scratch(lua_State *L) {
+  mk_buf *b = lua_newuserdatauv(L, sizeof *b, 0);
+  mk_buf_init(b);
+  if (luaL_newmetatable(L, "momoko.scratch")) {
+    lua_pushcfunction(L, scratch_gc);
+    lua_setfield(L, -2, "__gc");
+  }
+  lua_setmetatable(L, -2);
+  return b;
+}
+
+static void add(encoder *e, const char *s, size_t n) {
+  if (mk_buf_add(e->buf, s, n) < 0) oom(e->L);
+}
+
+static void add_quoted(encoder *e, const char *s, size_t n) {
+  if (mk_text_quote(e->buf, s, n) < 0) oom(e->L);
+}
+
+static void bad_param(lua_State *L, int pos, const char *what) {
+  lmk_raise(L, MK_ERR_INTERFACE, "parameter $%d: %s", pos, what);
+}
+
+/* Appends the array element at idx. */
+static void encode_element(encoder *e, int idx);
+
+static void encode_array(encoder *e, int idx) {
+  lua_State *L = e->L;
+  lua_Integer i, n = array_length(L, idx);
+  if (n < 0) bad_param(L, e->pos, "a table that is not an array (use momoko.json or momoko.hstore)");
+  if (++e->depth > MK_TEXT_MAXDEPTH)
+    bad_param(L, e->pos, "array nested deeper than PostgreSQL allows (6 dimensions)");
+  luaL_checkstack(L, 4, "array too deep");
+  add(e, "{", 1);
+  for (i = 1; i <= n; i++) {
+    if (i > 1) add(e, ",", 1);
+    lua_rawgeti(L, idx, i);
+    encode_element(e, lua_gettop(L));
+    lua_pop(L, 1);
+  }
+  add(e, "}", 1);
+  e->depth--;
+}
+
+static void encode_element(encoder *e, int idx) {
+  lua_State *L = e->L;
+  char num[64];
+  if (is_null(L, idx)) {
+    add(e, "NULL", 4);
+    return;
+  }
+  switch (lua_type(L, idx)) {
+  case LUA_TBOOLEAN:
+    e->kinds |= EK_BOOL;
+    add(e, lua_toboolean(L, idx) ? "t" : "f", 1);
+    return;
+  case LUA_TNUMBER:
+    if (lua_isinteger(L, idx)) {
+      e->kinds |= EK_INT;
+      snprintf(num, sizeof num, LUA_INTEGER_FMT, (LUAI_UACINT)lua_tointeger(L, idx));
+    } else {
+      e->kinds |= EK_FLOAT;
+      format_float(num, sizeof num, lua_tonumber(L, idx));
+    }
+    add(e, num, strlen(num));
+    return;
+  case LUA_TSTRING: {
+    size_t n;
+    const char *s = lua_tolstring(L, idx, &n);
+    if (memchr(s, '\0', n)) bad_param(L, e->pos, "an array element string contains a NUL byte");
+    e->kinds |= EK_OTHER;
+    add_quoted(e, s, n);
+    return;
+  }
+  case LUA_TTABLE:
+    if (e->depth == 0) break; /* unreachable: the top level is encode_array */
+    encode_array(e, idx);
+    return;
+  case LUA_TUSERDATA: {
+    lparam *p = luaL_testudata(L, idx, LMK_PARAM);
+    size_t n;
+    const char *s;
+    if (!p) break;
+    lua_getiuservalue(L, idx, 1);
+    s = lua_tolstring(L, -1, &n);
+    e->kinds |= EK_OTHER;
+    if (p->kind == P_BYTEA) {
+      /* a bytea element in a text array literal: its hex text form */
+      static const char hex[] = "0123456789abcdef";
+      mk_buf tmp;
+      size_t i;
+      mk_buf_init(&tmp);
+      if (mk_buf_reserve(&tmp, 2 * n + 2) < 0) oom(L);
+      mk_buf_add(&tmp, "\\x", 2);
+      for (i = 0; i < n; i++) {
+        mk_buf_addc(&tmp, hex[(unsigned char)s[i] >> 4]);
+        mk_buf_addc(&tmp, hex[(unsigned char)s[i] & 15]);
+      }
+      if (mk_text_quote(e->buf, tmp.data, tmp.len) < 0) {
+        mk_buf_free(&tmp);
+        oom(L);
+      }
+      mk_buf_free(&tmp);
+    } else {
+      add_quoted(e, s, n);
+    }
+    lua_pop(L, 1);
+    return;
+  }
+  default:
+    break;
+  }
+  lua_pushfstring(L, "cannot convert an array element of type %s", luaL_typename(L, idx));
+  bad_param(L, e->pos, lua_tostring(L, -1));
+}
+
+/* Converts the value at idx (parameter pos) into v, anchoring any string it makes in
+ * the table at anchors. */
+static void convert(lua_State *L, int idx, int pos, pvalue *v, int anchors) {
+  char num[64];
+  v->format = 0;
+  v->type = 0;
+  v->p = NULL;
+  v->len = 0;
+  if (is_null(L, idx)) return;
+  switch (lua_type(L, idx)) {
+  case LUA_TBOOLEAN:
+    v->p = lua_toboolean(L, idx) ? "t" : "f";
+    v->len = 1;
+    v->type = OID_BOOL;
+    return;
+  case LUA_TNUMBER:
+    if (lua_isinteger(L, idx)) {
+      snprintf(num, sizeof num, LUA_INTEGER_FMT, (LUAI_UACINT)lua_tointeger(L, idx));
+      v->type = OID_INT8;
+    } else {
+      format_float(num, sizeof num, lua_tonumber(L, idx));
+      v->type = OID_FLOAT8;
+    }
+    lua_pushstring(L, num);
+    break;
+  case LUA_TSTRING:
+    v->p = lua_tolstring(L, idx, &v->len);
+    if (memchr(v->p, '\0', v->len))
+      bad_param(L, pos, "a string with a NUL byte (use momoko.bytea(s) for binary data)");
+    return; /* the caller's params table anchors it */
+  case LUA_TTABLE: {
+    encoder e;
+    e.L = L;
+    e.buf = push_scratch(L);
+    e.pos = pos;
+    e.kinds = EK_NONE;
+    e.depth = 0;
+    encode_array(&e, idx);
+    lua_pushlstring(L, e.buf->data ? e.buf->data : "", e.buf->len);
+    lua_remove(L, -2);
+    if (e.kinds == EK_INT) v->type = OID_INT8_ARRAY;
+    else if (e.kinds && !(e.kinds & ~(EK_INT | EK_FLOAT))) v->type = OID_FLOAT8_ARRAY;
+    else if (e.kinds == EK_BOOL) v->type = OID_BOOL_ARRAY;
+    break;
+  }
+  case LUA_TUSERDATA: {
+    lparam *p = luaL_testudata(L, idx, LMK_PARAM);
+    if (!p) bad_param(L, pos, "cannot convert a userdata");
+    lua_getiuservalue(L, idx, 1);
+    if (p->kind == P_BYTEA) {
+      v->format = 1;
+      v->type = OID_BYTEA;
+    } else if (p->kind == P_JSON) {
+      v->type = OID_JSON;
+    }
+    break;
+  }
+  default:
+    lua_pushfstring(L, "cannot convert a %s", luaL_typename(L, idx));
+    bad_param(L, pos, lua_tostring(L, -1));
+  }
+  v->p = lua_tolstring(L, -1, &v->len);
+  lua_rawseti(L, anchors, (lua_Integer)lua_rawlen(L, anchors) + 1);
+}
+
+static int check_sql(lua_State *L, int idx, size_t *len) {
+  if (lua_type(L, idx) != LUA_TSTRING)
+    lmk_raise(L, MK_ERR_INTERFACE, "sql must be a string, got %s", luaL_typename(L, idx));
+  lua_tolstring(L, idx, len);
+  return idx;
+}
+
+/* Named parameters: rewrite :name to $n and take values by name. */
+static lprep *prepare_named(lua_State *L, int sqlidx, int pidx, int anchors) {
+  size_t len, i;
+  const char *sql = lua_tolstring(L, sqlidx, &len);
+  mk_sql_named nm;
+  lprep *p;
+  if (mk_sql_named_rewrite(sql, len, &nm) < 0) oom(L);
+  lua_pushlstring(L, nm.sql, nm.sql_len);
+  lua_rawseti(L, anchors, 0);
+  /* copy the names into Lua before anything can raise */
+  lua_createtable(L, (int)nm.count, 0);
+  for (i = 0; i < nm.count; i++) {
+    lua_pushlstring(L, sql + nm.names[i].off, nm.names[i].len);
+    lua_rawseti(L, -2, (lua_Integer)i + 1);
+  }
+  mk_sql_named_free(&nm);
+  i = lua_rawlen(L, -1);
+  if (i > MAX_PARAMS)
+    lmk_raise(L, MK_ERR_INTERFACE, "too many parameters (%d; PostgreSQL allows %d)", (int)i, MAX_PARAMS);
+  p = lua_newuserdatauv(L, sizeof *p + i * sizeof(pvalue), 1);
+  p->nparams = (int)i;
+  lua_insert(L, -2); /* prep, names */
+  for (i = 1; i <= (size_t)p->nparams; i++) {
+    lua_rawgeti(L, -1, (lua_Integer)i);
+    if (lua_rawget(L, pidx) == LUA_TNIL) {
+      lua_rawgeti(L, -2, (lua_Integer)i);
+      lmk_raise(L, MK_ERR_INTERFACE, "missing parameter :%s", lua_tostring(L, -1));
+    }
+    convert(L, lua_gettop(L), (int)i, &p->v[i - 1], anchors);
+    lua_rawseti(L, anchors, (lua_Integer)lua_rawlen(L, anchors) + 1);
+  }
+  lua_pop(L, 1);
+  return p;
+}
+
+/* Pushes the prepared form of statement sql (at sqlidx) with params (at pidx: none,
+ * nil, an array with optional n, or a table of names). */
+static void prepare(lua_State *L, int sqlidx, int pidx) {
+  size_t len;
+  lua_Integer n = 0;
+  int anchors, named = 0;
+  lprep *p;
+  check_sql(L, sqlidx, &len);
+  if (!lua_isnoneornil(L, pidx)) {
+    if (!lua_istable(L, pidx))
+      lmk_raise(L, MK_ERR_INTERFACE, "params must be a table, got %s", luaL_typename(L, pidx));
+    if (lua_getfield(L, pidx, "n") != LUA_TNIL) {
+      if (!lua_isinteger(L, -1) || lua_tointeger(L, -1) < 0)
+        lmk_raise(L, MK_ERR_INTERFACE, "params.n must be a non-negative integer");
+      n = lua_tointeger(L, -1);
+    } else {
+      n = (lua_Integer)lua_rawlen(L, pidx);
+      if (n == 0) {
+        lua_pushnil(L);
+        if (lua_next(L, pidx)) {
+          if (lua_type(L, -2) != LUA_TSTRING)
+            lmk_raise(L, MK_ERR_INTERFACE, "params must be an array or a table of names");
+          lua_pop(L, 2);
+          named = 1;
+        }
+      }
+    }
+    lua_pop(L, 1);
+  }
+  if (n > MAX_PARAMS)
+    lmk_raise(L, MK_ERR_INTERFACE, "too many parameters (%d; PostgreSQL allows %d)", (int)n, MAX_PARAMS);
+  lua_createtable(L, (int)n + 1, 0);
+  anchors = lua_gettop(L);
+  if (named) {
+    p = prepare_named(L, sqlidx, pidx, anchors);
+  } else {
+    lua_Integer i;
+    int has_params = !lua_isnoneornil(L, pidx) && (n > 0);
+    lua_pushvalue(L, sqlidx);
+    lua_rawseti(L, anchors, 0);
+    p = lua_newuserdatauv(L, sizeof *p + (size_t)n * sizeof(pvalue), 1);
+    p->nparams = has_params ? (int)n : -1;
+    for (i = 1; i <= n; i++) {
+      lua_rawgeti(L, pidx, i);
+      convert(L, lua_gettop(L), (int)i, &p->v[i - 1], anchors);
+      /* the value itself (a string points into it) is anchored too */
+      lua_rawseti(L, anchors, (lua_Integer)lua_rawlen(L, anchors) + 1);
+    }
+  }
+  lua_rawgeti(L, anchors, 0);
+  p->sql = lua_tolstring(L, -1, &p->sql_len);
+  lua_pop(L, 1);
+  lua_pushvalue(L, anchors);
+  lua_setiuservalue(L, -2, 1);
+  lua_remove(L, anchors);
+}
+
+void lmk_params_check(lua_State *L, int sqlidx, int pidx) {
+  sqlidx = lua_absindex(L, sqlidx);
+  pidx = lua_absindex(L, pidx);
+  prepare(L, sqlidx, pidx);
+}
+
+int lmk_params_fill(lua_State *L, mk_req *r, int i, int prepidx) {
+  lprep *p = lua_touserdata(L, prepidx);
+  int j;
+  if (mk_req_stmt(r, i, p->sql, p->sql_len, p->nparams) < 0) return -1;
+  for (j = 0; j < p->nparams; j++) {
+    const pvalue *v = &p->v[j];
+    if (mk_req_param(r, i, j, v->p, v->len, v->format, v->type) < 0) return -1;
+  }
+  return 0;
+}
+
+/* Appends a literal for the prepared value v (for mogrify). */
+static int literal(lua_State *L, PGconn *pg, const pvalue *v, luaL_Buffer *b) {
+  char *esc;
+  size_t n;
+  if (!v->p) {
+    luaL_addstring(b, "NULL");
+    return 0;
+  }
+  if (v->type == OID_BOOL) {
+    luaL_addstring(b, v->p[0] == 't' ? "true" : "false");
+    return 0;
+  }
+  if (v->type == OID_INT8 || (v->type == OID_FLOAT8 && (v->p[0] == '-' || (v->p[0] >= '0' && v->p[0] <= '9')) && strcmp(v->p, "-Infinity") != 0)) {
+    luaL_addlstring(b, v->p, v->len);
+    return 0;
+  }
+  if (v->format == 1) {
+    unsigned char *hex = PQescapeByteaConn(pg, (const unsigned char *)v->p, v->len, &n);
+    if (!hex) return -1;
+    lua_pushfstring(L, "'%s'::bytea", (const char *)hex);
+    PQfreemem(hex);
+    luaL_addvalue(b);
+    return 0;
+  }
+  esc = PQescapeLiteral(pg, v->p, v->len);
+  if (!esc) return -1;
+  lua_pushstring(L, esc);
+  PQfreemem(esc);
+  luaL_addvalue(b);
+  if (v->type == OID_FLOAT8) luaL_addstring(b, "::float8");
+  else if (v->type == OID_JSON) luaL_addstring(b, "::json");
+  else if (v->type == OID_INT8_ARRAY) luaL_addstring(b, "::int8[]");
+  else if (v->type == OID_FLOAT8_ARRAY) luaL_addstring(b, "::float8[]");
+  else if (v->type == OID_BOOL_ARRAY) luaL_addstring(b, "::bool[]");
+  return 0;
+}
+
+typedef struct mogrify_ctx {
+  lua_State *L;
+  PGconn *pg;
+  lprep *p;
+  luaL_Buffer *b;
+  const char *sql;
+  size_t at; /* copied up to here */
+  int bad;   /* a placeholder number with no value */
+} mogrify_ctx;
+
+static int mogrify_one(void *ud, unsigned number, size_t off, size_t len) {
+  mogrify_ctx *m = ud;
+  if (number == 0 || (int)number > m->p->nparams) {
+    m->bad = number == 0 ? -1 : (int)number;
+    return 1;
+  }
+  luaL_addlstring(m->b, m->sql + m->at, off - m->at);
+  if (literal(m->L, m->pg, &m->p->v[number - 1], m->b) < 0) {
+    m->bad = -2;
+    return 1;
+  }
+  m->at = off + len;
+  return 0;
+}
+
+int lmk_mogrify(lua_State *L, PGconn *pg, int sqlidx, int pidx) {
+  lprep *p;
+  luaL_Buffer b;
+  mogrify_ctx m;
+  lmk_params_check(L, sqlidx, pidx);
+  p = lua_touserdata(L, -1);
+  if (p->nparams < 0) {
+    lua_pushlstring(L, p->sql, p->sql_len);
+    return 1;
+  }
+  m.L = L;
+  m.pg = pg;
+  m.p = p;
+  m.sql = p->sql;
+  m.at = 0;
+  m.bad = 0;
+  luaL_buffinit(L, &b);
+  m.b = &b;
+  mk_sql_scan_positional(p->sql, p->sql_len, mogrify_one, &m);
+  if (m.bad == -2) return lmk_raise(L, MK_ERR_INTERFACE, "mogrify: %s", PQerrorMessage(pg));
+  if (m.bad != 0) return lmk_raise(L, MK_ERR_INTERFACE, "mogrify: no value for placeholder $%d", m.bad);
+  luaL_addlstring(&b, p->sql + m.at, p->sql_len - m.at);
+  luaL_pushresult(&b);
+  return 1;
+}
+
+/* Tagged values */
+
+static int new_param(lua_State *L, int kind, int validx) {
+  lparam *p = lua_newuserdatauv(L, sizeof *p, 1);
+  p->kind = kind;
+  lua_pushvalue(L, validx);
+  lua_setiuservalue(L, -2, 1);
+  luaL_setmetatable(L, LMK_PARAM);
+  return 1;
+}
+
+/* momoko.bytea(s): s sent as bytea, in binary (NUL bytes allowed). */
+static int l_bytea(lua_State *L) {
+  if (lua_type(L, 1) != LUA_TSTRING)
+    return lmk_raise(L, MK_ERR_INTERFACE, "momoko.bytea: a string expected, got %s", luaL_typename(L, 1));
+  return new_param(L, P_BYTEA, 1);
+}
+
+/* core.json_text(s): s (JSON text made by the Lua layer's encoder) sent as json. */
+static int l_json_text(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TSTRING);
+  return new_param(L, P_JSON, 1);
+}
+
+/* momoko.hstore(t): a table of string keys and string (or null) values as hstore. */
+static int l_hstore(lua_State *L) {
+  mk_buf *b;
+  int first = 1;
+  if (!lua_istable(L, 1))
+    return lmk_raise(L, MK_ERR_INTERFACE, "momoko.hstore: a table expected, got %s", luaL_typename(L, 1));
+  lua_settop(L, 1);
+  b = push_scratch(L);
+  lua_pushnil(L);
+  while (lua_next(L, 1)) {
+    size_t kl, vl;
+    const char *k, *v;
+    if (lua_type(L, -2) != LUA_TSTRING)
+      return lmk_raise(L, MK_ERR_INTERFACE, "momoko.hstore: keys must be strings");
+    k = lua_tolstring(L, -2, &kl);
+    if (!first && mk_buf_add(b, ", ", 2) < 0) oom(L);
+    first = 0;
+    if (mk_text_quote(b, k, kl) < 0 || mk_buf_add(b, "=>", 2) < 0) oom(L);
+    if (is_null(L, -1)) {
+      if (mk_buf_add(b, "NULL", 4) < 0) oom(L);
+    } else if (lua_type(L, -1) == LUA_TSTRING || lua_type(L, -1) == LUA_TNUMBER) {
+      lua_pushvalue(L, -1);
+      v = lua_tolstring(L, -1, &vl);
+      if (mk_text_quote(b, v, vl) < 0) oom(L);
+      lua_pop(L, 1);
+    } else {
+      return lmk_raise(L, MK_ERR_INTERFACE, "momoko.hstore: value of '%s' must be a string or null", k);
+    }
+    if (memchr(k, '\0', kl)) return lmk_raise(L, MK_ERR_INTERFACE, "momoko.hstore: a key contains a NUL byte");
+    lua_pop(L, 1);
+  }
+  lua_pushlstring(L, b->data ? b->data : "", b->len);
+  return new_param(L, P_HSTORE, lua_gettop(L));
+}
+
+static int param_tostring(lua_State *L) {
+  static const char *names[] = {"bytea", "json", "hstore"};
+  lparam *p = luaL_checkudata(L, 1, LMK_PARAM);
+  lua_pushfstring(L, "<momoko.%s>", names[p->kind]);
+  return 1;
+}
+
+void lmk_open_params(lua_State *L) {
+  static const luaL_Reg fns[] = {
+    {"bytea", l_bytea}, {"json_text", l_json_text}, {"hstore", l_hstore}, {NULL, NULL}};
+  luaL_newmetatable(L, LMK_PARAM);
+  lua_pushcfunction(L, param_tostring);
+  lua_setfield(L, -2, "__tostring");
+  lua_pop(L, 1);
+  luaL_setfuncs(L, fns, 0);
+  lua_pushlightuserdata(L, NULL);
+  lua_setfield(L, -2, "null");
+}

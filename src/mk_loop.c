@@ -1,0 +1,121 @@
+/* mk_loop: libuv handles for the core (see mk_loop.h). Each handle is one allocation
+ * whose first member is the libuv handle; uv_close's callback frees it. */
+#include "mk_loop.h"
+
+#include <stdlib.h>
+#include <uv.h>
+
+struct mk_io {
+  uv_poll_t poll;
+  mk_io_fn cb;
+  void *ud;
+};
+
+struct mk_timer {
+  uv_timer_t timer;
+  mk_timer_fn cb;
+  void *ud;
+};
+
+typedef struct mk_work {
+  uv_work_t req;
+  void (*work)(void *ud);
+  void (*after)(void *ud);
+  void *ud;
+} mk_work;
+
+static void free_handle(uv_handle_t *h) { free(h); }
+
+static void io_cb(uv_poll_t *p, int status, int events) {
+  mk_io *io = (mk_io *)p;
+  int ev = 0;
+  if (events & UV_READABLE) ev |= MK_READ;
+  if (events & UV_WRITABLE) ev |= MK_WRITE;
+  io->cb(io->ud, ev, status);
+}
+
+mk_io *mk_io_new(mk_loop *loop, int fd, mk_io_fn cb, void *ud, int *err) {
+  mk_io *io = malloc(sizeof *io);
+  int rc;
+  if (!io) {
+    if (err) *err = UV_ENOMEM;
+    return NULL;
+  }
+  rc = uv_poll_init(loop, &io->poll, fd);
+  if (rc < 0) {
+    /* uv_poll_init does not register a failed handle with the loop */
+    free(io);
+    if (err) *err = rc;
+    return NULL;
+  }
+  io->cb = cb;
+  io->ud = ud;
+  return io;
+}
+
+int mk_io_watch(mk_io *io, int events) {
+  int uev = 0;
+  if (events == 0) return uv_poll_stop(&io->poll);
+  if (events & MK_READ) uev |= UV_READABLE;
+  if (events & MK_WRITE) uev |= UV_WRITABLE;
+  return uv_poll_start(&io->poll, uev, io_cb);
+}
+
+void mk_io_close(mk_io *io) {
+  if (io) uv_close((uv_handle_t *)&io->poll, free_handle);
+}
+
+static void timer_cb(uv_timer_t *t) {
+  mk_timer *mt = (mk_timer *)t;
+  mt->cb(mt->ud);
+}
+
+mk_timer *mk_timer_new(mk_loop *loop, mk_timer_fn cb, void *ud) {
+  mk_timer *t = malloc(sizeof *t);
+  if (!t) return NULL;
+  if (uv_timer_init(loop, &t->timer) < 0) { /* cannot fail on Linux; checked anyway */
+    free(t);
+    return NULL;
+  }
+  t->cb = cb;
+  t->ud = ud;
+  return t;
+}
+
+int mk_timer_start(mk_timer *t, uint64_t ms) { return uv_timer_start(&t->timer, timer_cb, ms, 0); }
+
+void mk_timer_stop(mk_timer *t) {
+  if (t) uv_timer_stop(&t->timer);
+}
+
+void mk_timer_close(mk_timer *t) {
+  if (t) uv_close((uv_handle_t *)&t->timer, free_handle);
+}
+
+static void work_cb(uv_work_t *req) {
+  mk_work *w = (mk_work *)req;
+  w->work(w->ud);
+}
+
+static void after_cb(uv_work_t *req, int status) {
+  mk_work *w = (mk_work *)req;
+  (void)status; /* UV_ECANCELED cannot happen: the core never calls uv_cancel */
+  w->after(w->ud);
+  free(w);
+}
+
+int mk_work_queue(mk_loop *loop, void (*work)(void *ud), void (*after)(void *ud), void *ud) {
+  mk_work *w = malloc(sizeof *w);
+  int rc;
+  if (!w) return UV_ENOMEM;
+  w->work = work;
+  w->after = after;
+  w->ud = ud;
+  rc = uv_queue_work(loop, &w->req, work_cb, after_cb);
+  if (rc < 0) free(w);
+  return rc;
+}
+
+uint64_t mk_loop_now(mk_loop *loop) { return uv_now(loop); }
+
+const char *mk_loop_strerror(int err) { return uv_strerror(err); }

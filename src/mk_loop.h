@@ -1,0 +1,48 @@
+/* mk_loop: the only door from the C core to libuv. It owns the libuv handles the core
+ * uses (a socket watcher, a timer, thread-pool jobs) and frees each one in its close
+ * callback, never earlier, so a handle may be closed from inside its own callback.
+ * After mk_*_close returns, the callback given at creation is never called again. */
+#ifndef MK_LOOP_H
+#define MK_LOOP_H
+
+#include <stdint.h>
+
+struct uv_loop_s;
+typedef struct uv_loop_s mk_loop;
+
+#define MK_READ 1
+#define MK_WRITE 2
+
+typedef struct mk_io mk_io;
+typedef struct mk_timer mk_timer;
+
+/* events is MK_READ|MK_WRITE as reported; status is 0 or a negative libuv error. */
+typedef void (*mk_io_fn)(void *ud, int events, int status);
+typedef void (*mk_timer_fn)(void *ud);
+
+/* Watches fd on loop. Returns NULL if memory ran out or libuv refused the fd
+ * (*err then holds the libuv error code, when err is not NULL). */
+mk_io *mk_io_new(mk_loop *loop, int fd, mk_io_fn cb, void *ud, int *err);
+/* Sets the events to watch (0 stops watching). Returns 0 or a negative libuv error. */
+int mk_io_watch(mk_io *io, int events);
+/* Stops and closes the watcher; its memory is freed by libuv's close callback. */
+void mk_io_close(mk_io *io);
+
+mk_timer *mk_timer_new(mk_loop *loop, mk_timer_fn cb, void *ud);
+/* (Re)arms a one-shot timer. Returns 0 or a negative libuv error. */
+int mk_timer_start(mk_timer *t, uint64_t ms);
+void mk_timer_stop(mk_timer *t);
+void mk_timer_close(mk_timer *t);
+
+/* Runs work(ud) on libuv's thread pool, then after(ud) on the loop thread. The job owns
+ * nothing of ud: after() must free what work() needed. Returns 0 or a libuv error, in
+ * which case neither function runs. */
+int mk_work_queue(mk_loop *loop, void (*work)(void *ud), void (*after)(void *ud), void *ud);
+
+/* The current loop time in milliseconds (libuv's cached clock). */
+uint64_t mk_loop_now(mk_loop *loop);
+
+/* Text of a libuv error code. */
+const char *mk_loop_strerror(int err);
+
+#endif

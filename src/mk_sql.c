@@ -1,0 +1,350 @@
+/* mk_sql.c: SQL text helpers declared in mk_sql.h: the :name to $n rewriter, the $n
+ * scanner and the routine-name check used by callproc.
+ * The rewriter and the scanner share a small lexer (skip_inert) that knows just enough
+ * of PostgreSQL's lexical structure to tell where a ':' or '$' is code and where it is
+ * text: string constants (with
+ * standard_conforming_strings on, the default since 9.1, so backslash is special only
+ * in E'..'), quoted identifiers, dollar quotes, and both comment forms. Everything it
+ * does not recognise is copied byte for byte, so the server still sees, and reports,
+ * the user's exact text. */
+#include "mk_sql.h"
+
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "mk_buf.h"
+
+static int is_alpha(char c) {
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
+}
+
+static int is_digit(char c) {
+  return c >= '0' && c <= '9';
+}
+
+/* PostgreSQL's ident_start: letters, '_' and every byte >= 0x80 (multibyte text). */
+static int is_ident_start(char c) {
+  return is_alpha(c) || c == '_' || (unsigned char)c >= 0x80;
+}
+
+/* PostgreSQL's ident_cont: ident_start plus digits and '$'. */
+static int is_ident_cont(char c) {
+  return is_ident_start(c) || is_digit(c) || c == '$';
+}
+
+/* Placeholder names are deliberately narrower than SQL identifiers: ASCII only. */
+static int is_name_start(char c) {
+  return is_alpha(c) || c == '_';
+}
+
+static int is_name_cont(char c) {
+  return is_name_start(c) || is_digit(c);
+}
+
+/* ---- lexer: each skip_* gets i at the construct's first byte and returns the index
+ * just after it, or len when the construct is unterminated. ---- */
+
+/* A '..' string or "..." identifier: a doubled quote stands for itself, and with
+ * backslash set (E'..' strings) a backslash escapes the next byte, quotes included. */
+static size_t skip_quoted(const char *s, size_t len, size_t i, char quote, int backslash) {
+  size_t j = i + 1;
+
+  while (j < len) {
+    if (backslash && s[j] == '\\') {
+      j += 2;
+    } else if (s[j] == quote) {
+      if (j + 1 < len && s[j + 1] == quote)
+        j += 2;
+      else
+        return j + 1;
+    } else {
+      j++;
+    }
+  }
+  return len;
+}
+
+/* A -- comment runs to the end of the line; the newline itself is ordinary text. */
+static size_t skip_line_comment(const char *s, size_t len, size_t i) {
+  size_t j = i + 2;
+
+  while (j < len && s[j] != '\n' && s[j] != '\r')
+    j++;
+  return j;
+}
+
+/* Slash-star comments nest in PostgreSQL, unlike in C. */
+static size_t skip_block_comment(const char *s, size_t len, size_t i) {
+  size_t j = i + 2, depth = 1;
+
+  while (j < len) {
+    if (s[j] == '/' && j + 1 < len && s[j + 1] == '*') {
+      depth++;
+      j += 2;
+    } else if (s[j] == '*' && j + 1 < len && s[j + 1] == '/') {
+      j += 2;
+      if (--depth == 0)
+        return j;
+    } else {
+      j++;
+    }
+  }
+  return len;
+}
+
+/* A '$' that may open a dollar quote: $$ or $tag$ where the tag is an identifier
+ * without '$' that does not start with a digit, so $1 stays a parameter. The body
+ * ends at the first copy of the same delimiter (tags are case-sensitive). When the
+ * '$' opens nothing, only the '$' itself is consumed. */
+static size_t skip_dollar(const char *s, size_t len, size_t i) {
+  size_t j = i + 1, dlen, k;
+
+  if (j < len && is_ident_start(s[j])) {
+    while (j < len && is_ident_cont(s[j]) && s[j] != '$')
+      j++;
+  }
+  if (j >= len || s[j] != '$')
+    return i + 1;
+  dlen = j - i + 1; /* the delimiter s[i..j], both '$' included */
+  for (k = j + 1; len - k >= dlen; k++) {
+    if (memcmp(s + k, s + i, dlen) == 0)
+      return k + dlen;
+  }
+  return len;
+}
+
+/* A word starting with ident_start. Consuming whole words is what keeps a$b one
+ * identifier instead of "a" and a dollar quote. A lone E or e right before a quote is
+ * the prefix of an escape string, taken together with that string. */
+static size_t skip_word(const char *s, size_t len, size_t i) {
+  size_t j = i + 1;
+
+  while (j < len && is_ident_cont(s[j]))
+    j++;
+  if (j == i + 1 && (s[i] == 'E' || s[i] == 'e') && j < len && s[j] == '\'')
+    return skip_quoted(s, len, j, '\'', 1);
+  return j;
+}
+
+/* One lexer step at s[i] (i < len), shared by the rewriter and the $n scanner. When
+ * s[i] opens a construct that holds no code the callers care about (a string, quoted
+ * identifier, dollar quote, comment or word, including a$1), returns the index just
+ * after it. Otherwise s[i] is a byte of code for the caller to look at itself, and i
+ * is returned unchanged: that covers ':', a '$' that opens a positional parameter $n,
+ * and every other operator, digit or blank byte. */
+static size_t skip_inert(const char *s, size_t len, size_t i) {
+  char c = s[i];
+  char next = i + 1 < len ? s[i + 1] : '\0';
+
+  if (c == '\'' || c == '"') {
+    /* U&'..' and U&"..." land here too: the U was read as a word and the & as a
+     * plain byte, and a backslash there cannot escape the closing quote. */
+    return skip_quoted(s, len, i, c, 0);
+  }
+  if (c == '-' && next == '-')
+    return skip_line_comment(s, len, i);
+  if (c == '/' && next == '*')
+    return skip_block_comment(s, len, i);
+  if (c == '$') {
+    /* After an identifier byte a '$' is part of that word, never a quote. */
+    if (i > 0 && is_ident_cont(s[i - 1]))
+      return i + 1;
+    /* $n is a parameter; skip_dollar would only consume its '$' anyway. */
+    if (is_digit(next))
+      return i;
+    return skip_dollar(s, len, i);
+  }
+  if (is_ident_start(c))
+    return skip_word(s, len, i);
+  return i;
+}
+
+/* ---- rewriter ---- */
+
+typedef struct rewriter {
+  const char *sql;
+  mk_buf out;
+  mk_sql_name *names;
+  size_t count, cap;
+} rewriter;
+
+/* Stores in *idx the 0-based number of the name at sql[off..off+n), adding the name
+ * when it is new. Returns 0, or -1 when memory ran out. */
+static int name_index(rewriter *r, size_t off, size_t n, size_t *idx) {
+  size_t i;
+
+  for (i = 0; i < r->count; i++) {
+    if (r->names[i].len == n && memcmp(r->sql + r->names[i].off, r->sql + off, n) == 0) {
+      *idx = i;
+      return 0;
+    }
+  }
+  if (r->count == r->cap) {
+    size_t cap = r->cap ? r->cap * 2 : 8;
+    mk_sql_name *p;
+    if (cap > SIZE_MAX / sizeof *p)
+      return -1;
+    p = realloc(r->names, cap * sizeof *p);
+    if (p == NULL)
+      return -1;
+    r->names = p;
+    r->cap = cap;
+  }
+  r->names[r->count].off = off;
+  r->names[r->count].len = n;
+  *idx = r->count++;
+  return 0;
+}
+
+/* Emits the placeholder for the name at sql[off..off+n) as $k. */
+static int emit_placeholder(rewriter *r, size_t off, size_t n) {
+  char num[24];
+  size_t idx;
+  int w;
+
+  if (name_index(r, off, n, &idx) != 0)
+    return -1;
+  w = snprintf(num, sizeof num, "$%zu", idx + 1);
+  return mk_buf_add(&r->out, num, (size_t)w);
+}
+
+/* Rewrites :name placeholders (see mk_sql.h). Text between placeholders is copied in
+ * runs from the input; on success the buffer's storage becomes out->sql. */
+int mk_sql_named_rewrite(const char *sql, size_t len, mk_sql_named *out) {
+  rewriter r;
+  size_t i = 0, from = 0;
+
+  r.sql = sql;
+  mk_buf_init(&r.out);
+  r.names = NULL;
+  r.count = r.cap = 0;
+
+  while (i < len) {
+    size_t end = skip_inert(sql, len, i);
+
+    if (end != i) {
+      i = end;
+    } else if (sql[i] == ':' && i + 1 < len && is_name_start(sql[i + 1]) &&
+               !(i > 0 && sql[i - 1] == ':')) {
+      size_t j = i + 2;
+      while (j < len && is_name_cont(sql[j]))
+        j++;
+      if (mk_buf_add(&r.out, sql + from, i - from) != 0 ||
+          emit_placeholder(&r, i + 1, j - i - 1) != 0)
+        goto oom;
+      i = from = j;
+    } else {
+      i++;
+    }
+  }
+  if (mk_buf_add(&r.out, sql + from, len - from) != 0 || mk_buf_cstr(&r.out) == NULL)
+    goto oom;
+  out->sql = r.out.data;
+  out->sql_len = r.out.len;
+  out->names = r.names;
+  out->count = r.count;
+  return 0;
+
+oom:
+  mk_buf_free(&r.out);
+  free(r.names);
+  out->sql = NULL;
+  out->sql_len = 0;
+  out->names = NULL;
+  out->count = 0;
+  return -1;
+}
+
+/* Frees what mk_sql_named_rewrite gave out and zeroes it, so a second call is harmless. */
+void mk_sql_named_free(mk_sql_named *n) {
+  free(n->sql);
+  free(n->names);
+  n->sql = NULL;
+  n->sql_len = 0;
+  n->names = NULL;
+  n->count = 0;
+}
+
+/* ---- positional parameters ---- */
+
+/* Reports each $n outside literals and comments (see mk_sql.h). skip_inert hands back
+ * a '$' only when a digit follows it and it does not continue a word, so every '$'
+ * seen here opens a parameter; all its digits belong to the token. */
+int mk_sql_scan_positional(const char *sql, size_t len, mk_sql_placeholder_fn fn, void *ud) {
+  size_t i = 0;
+
+  while (i < len) {
+    size_t end = skip_inert(sql, len, i);
+
+    if (end != i) {
+      i = end;
+    } else if (sql[i] == '$') {
+      size_t j = i + 1;
+      unsigned number = 0;
+      int rc;
+
+      while (j < len && is_digit(sql[j])) {
+        if (j - i <= 5) /* at most 5 digits: cannot overflow */
+          number = number * 10 + (unsigned)(sql[j] - '0');
+        j++;
+      }
+      if (j - i - 1 > 5 || number > 65535)
+        number = 0;
+      rc = fn(ud, number, i, j - i);
+      if (rc != 0)
+        return rc;
+      i = j;
+    } else {
+      i++;
+    }
+  }
+  return 0;
+}
+
+/* ---- routine names ---- */
+
+/* Index just after one name part starting at s[i], or 0 when it is not a valid part
+ * (0 can never be a valid end, since a part is at least one byte long). */
+static size_t routine_part(const char *s, size_t len, size_t i) {
+  size_t j = i + 1;
+
+  if (s[i] == '"') {
+    for (;;) {
+      if (j >= len || s[j] == '\0')
+        return 0;
+      if (s[j] == '"') {
+        if (j + 1 < len && s[j + 1] == '"') {
+          j += 2;
+          continue;
+        }
+        /* "" alone is the empty identifier, which PostgreSQL rejects. */
+        return j == i + 1 ? 0 : j + 1;
+      }
+      j++;
+    }
+  }
+  if (!is_name_start(s[i]))
+    return 0;
+  while (j < len && (is_name_cont(s[j]) || s[j] == '$'))
+    j++;
+  return j;
+}
+
+/* Checks s against the grammar in mk_sql.h: no whitespace, one to three parts. */
+int mk_sql_is_routine_name(const char *s, size_t len) {
+  size_t i = 0;
+  int parts;
+
+  for (parts = 1; parts <= 3; parts++) {
+    if (i >= len || (i = routine_part(s, len, i)) == 0)
+      return 0;
+    if (i == len)
+      return 1;
+    if (s[i] != '.')
+      return 0;
+    i++;
+  }
+  return 0;
+}

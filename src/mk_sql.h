@@ -1,0 +1,47 @@
+/* mk_sql: SQL text helpers that need no connection: the :name placeholder rewriter,
+ * the $n placeholder scanner and the identifier check for callproc. */
+#ifndef MK_SQL_H
+#define MK_SQL_H
+
+#include <stddef.h>
+
+typedef struct mk_sql_name {
+  size_t off; /* offset of the name (after the ':') in the input SQL */
+  size_t len;
+} mk_sql_name;
+
+typedef struct mk_sql_named {
+  char *sql;           /* rewritten SQL, NUL-terminated, malloc'd */
+  size_t sql_len;
+  mk_sql_name *names;  /* distinct names in order of first use; names[i] is $(i+1) */
+  size_t count;
+} mk_sql_named;
+
+/* Rewrites each :name placeholder to $n, where n numbers the distinct names in order
+ * of first appearance. A placeholder is ':' followed at once by [A-Za-z_][A-Za-z0-9_]*
+ * and not preceded by ':' (so ::casts are left alone). Nothing inside string literals
+ * ('..', E'..', U&'..'), quoted identifiers, dollar-quoted bodies ($$..$$, $tag$..$tag$),
+ * -- comments and nested slash-star comments is touched. Unterminated quotes or
+ * comments are copied as they are (the server reports them).
+ * On success returns 0 and out owns its memory (free with mk_sql_named_free);
+ * returns -1 when memory ran out, with nothing to free. */
+int mk_sql_named_rewrite(const char *sql, size_t len, mk_sql_named *out);
+void mk_sql_named_free(mk_sql_named *n);
+
+/* Calls fn(ud, number, off, len) for each positional placeholder $n (n = 1..65535 written
+ * as decimal digits right after '$') found outside literals, quoted identifiers,
+ * dollar-quoted bodies and comments (the same lexer as mk_sql_named_rewrite), in order;
+ * off/len cover the whole "$n" token, all its digits included. A '$' followed by digits
+ * that are part of an identifier (a$1) is not a placeholder. A number that is 0, above
+ * 65535 or longer than 5 digits is still reported, with number = 0, so the caller can
+ * raise an error. fn returns 0 to go on or non-zero to stop; the function returns that
+ * value, or 0. No allocation. */
+typedef int (*mk_sql_placeholder_fn)(void *ud, unsigned number, size_t off, size_t len);
+int mk_sql_scan_positional(const char *sql, size_t len, mk_sql_placeholder_fn fn, void *ud);
+
+/* 1 if s is a routine name that is safe to splice into SQL: one to three dot-separated
+ * parts, each a plain identifier [A-Za-z_][A-Za-z0-9_$]* or a double-quoted one
+ * ("..." with "" for a quote, no NUL, not empty); 0 otherwise. */
+int mk_sql_is_routine_name(const char *s, size_t len);
+
+#endif

@@ -1,0 +1,746 @@
+/* test_text_sql.c: standalone TAP tests for the connection-free helpers in mk_buf,
+ * mk_text and mk_sql, plus a deterministic random-input pass over every parser.
+ * Every input is copied into a buffer of exactly its length (no NUL after it), so a
+ * read past the end is caught by AddressSanitizer or valgrind. Prints one TAP line per
+ * check, then the plan, and exits 1 if any check failed. */
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "mk_buf.h"
+#include "mk_sql.h"
+#include "mk_text.h"
+
+static int ntests, nfailed;
+
+static void check(int ok, const char *desc) {
+  ntests++;
+  if (!ok)
+    nfailed++;
+  printf("%sok %d - %s\n", ok ? "" : "not ", ntests, desc);
+}
+
+/* n uninitialised bytes with nothing after them, for scratch and output areas; never
+ * NULL (aborts instead, since a test that cannot allocate proves nothing). */
+static char *alloc_exact(size_t n) {
+  char *p = malloc(n ? n : 1);
+  if (p == NULL) {
+    fputs("out of memory\n", stderr);
+    exit(2);
+  }
+  return p;
+}
+
+/* A malloc'd copy of the n bytes at s with nothing after them. */
+static char *exact_copy(const char *s, size_t n) {
+  char *p = alloc_exact(n);
+  if (n)
+    memcpy(p, s, n);
+  return p;
+}
+
+/* Appends for logs; a failed append only makes the comparison fail. */
+static void log_add(mk_buf *b, const char *s, size_t n) {
+  (void)mk_buf_add(b, s, n);
+}
+
+static int log_is(mk_buf *b, const char *want) {
+  const char *got = mk_buf_cstr(b);
+  int ok = got != NULL && strcmp(got, want) == 0;
+  if (!ok)
+    printf("# got  '%s'\n# want '%s'\n", got ? got : "(null)", want);
+  return ok;
+}
+
+/* ---- array recording sink: "{" and "}" for open/close, "<s>" for an element, "N" for
+ * a null. stop_at makes the n-th element callback return 42. ---- */
+
+typedef struct arr_log {
+  mk_buf b;
+  int elems, stop_at, open_rc, close_rc;
+} arr_log;
+
+static int rec_open(void *ud) {
+  arr_log *l = ud;
+  log_add(&l->b, "{", 1);
+  return l->open_rc;
+}
+
+static int rec_close(void *ud) {
+  arr_log *l = ud;
+  log_add(&l->b, "}", 1);
+  return l->close_rc;
+}
+
+static int rec_elem(void *ud, const char *s, size_t len, int is_null) {
+  arr_log *l = ud;
+  if (is_null) {
+    log_add(&l->b, "N", 1);
+  } else {
+    log_add(&l->b, "<", 1);
+    log_add(&l->b, s, len);
+    log_add(&l->b, ">", 1);
+  }
+  return ++l->elems == l->stop_at ? 42 : 0;
+}
+
+static int run_array(const char *in, char delim, arr_log *l) {
+  size_t n = strlen(in);
+  char *text = exact_copy(in, n), *scratch = alloc_exact(n);
+  mk_array_sink sink = {rec_open, rec_close, rec_elem, l};
+  int rc = mk_array_parse(text, n, delim, scratch, &sink);
+  free(text);
+  free(scratch);
+  return rc;
+}
+
+/* want_log NULL: only the return code is checked. */
+static void check_array(const char *in, char delim, int want_rc, const char *want_log,
+                        const char *desc) {
+  arr_log l = {{NULL, 0, 0}, 0, 0, 0, 0};
+  int rc = run_array(in, delim, &l);
+  int ok = rc == want_rc && (want_log == NULL || log_is(&l.b, want_log));
+  if (rc != want_rc)
+    printf("# rc %d, want %d\n", rc, want_rc);
+  check(ok, desc);
+  mk_buf_free(&l.b);
+}
+
+/* ---- hstore recording: "<k>=<v>;" or "<k>=N;" per pair ---- */
+
+typedef struct hs_log {
+  mk_buf b;
+  int pairs, stop_at;
+} hs_log;
+
+static int rec_pair(void *ud, const char *k, size_t kl, const char *v, size_t vl,
+                    int vnull) {
+  hs_log *l = ud;
+  log_add(&l->b, "<", 1);
+  log_add(&l->b, k, kl);
+  log_add(&l->b, ">=", 2);
+  if (vnull) {
+    log_add(&l->b, "N", 1);
+  } else {
+    log_add(&l->b, "<", 1);
+    log_add(&l->b, v, vl);
+    log_add(&l->b, ">", 1);
+  }
+  log_add(&l->b, ";", 1);
+  return ++l->pairs == l->stop_at ? 7 : 0;
+}
+
+static void check_hstore_stop(const char *in, int stop_at, int want_rc,
+                              const char *want_log, const char *desc) {
+  hs_log l = {{NULL, 0, 0}, 0, stop_at};
+  size_t n = strlen(in);
+  char *text = exact_copy(in, n), *scratch = alloc_exact(n);
+  int rc = mk_hstore_parse(text, n, scratch, rec_pair, &l);
+  int ok = rc == want_rc && (want_log == NULL || log_is(&l.b, want_log));
+  if (rc != want_rc)
+    printf("# rc %d, want %d\n", rc, want_rc);
+  check(ok, desc);
+  free(text);
+  free(scratch);
+  mk_buf_free(&l.b);
+}
+
+static void check_hstore(const char *in, int want_rc, const char *want_log,
+                         const char *desc) {
+  check_hstore_stop(in, 0, want_rc, want_log, desc);
+}
+
+/* ---- bytea ---- */
+
+static void check_bytea(const char *in, size_t n, ssize_t want_rc, const char *want,
+                        const char *desc) {
+  char *text = exact_copy(in, n), *out = alloc_exact(n);
+  ssize_t rc = mk_bytea_decode(text, n, out);
+  int ok = rc == want_rc && (rc < 0 || memcmp(out, want, (size_t)rc) == 0);
+  if (rc != want_rc)
+    printf("# rc %zd, want %zd\n", rc, want_rc);
+  check(ok, desc);
+  free(text);
+  free(out);
+}
+
+#define BYTEA(lit, want_rc, want, desc) check_bytea(lit, sizeof(lit) - 1, want_rc, want, desc)
+
+/* ---- SQL rewriting: names are logged joined by ',' ---- */
+
+static void check_sql(const char *in, const char *want_sql, const char *want_names,
+                      const char *desc) {
+  size_t n = strlen(in), i;
+  char *text = exact_copy(in, n);
+  mk_sql_named r;
+  mk_buf names;
+  int ok;
+
+  mk_buf_init(&names);
+  if (mk_sql_named_rewrite(text, n, &r) != 0) {
+    check(0, desc);
+    free(text);
+    return;
+  }
+  for (i = 0; i < r.count; i++) {
+    if (i)
+      log_add(&names, ",", 1);
+    log_add(&names, text + r.names[i].off, r.names[i].len);
+  }
+  ok = r.sql != NULL && r.sql_len == strlen(want_sql) && strcmp(r.sql, want_sql) == 0;
+  if (!ok)
+    printf("# got  '%s'\n# want '%s'\n", r.sql ? r.sql : "(null)", want_sql);
+  ok = log_is(&names, want_names) && ok;
+  check(ok, desc);
+  mk_sql_named_free(&r);
+  mk_buf_free(&names);
+  free(text);
+}
+
+/* ---- positional scanning: "<number>@<off>+<len>;" per placeholder; stop_at makes the
+ * n-th callback return 42. ---- */
+
+typedef struct pos_log {
+  mk_buf b;
+  int calls, stop_at;
+} pos_log;
+
+static int rec_pos(void *ud, unsigned number, size_t off, size_t len) {
+  pos_log *l = ud;
+  char item[64];
+  int w = snprintf(item, sizeof item, "%u@%zu+%zu;", number, off, len);
+  log_add(&l->b, item, (size_t)w);
+  return ++l->calls == l->stop_at ? 42 : 0;
+}
+
+static void check_pos_stop(const char *in, int stop_at, int want_rc, const char *want_log,
+                           const char *desc) {
+  size_t n = strlen(in);
+  char *text = exact_copy(in, n);
+  pos_log l;
+  int rc, ok;
+
+  mk_buf_init(&l.b);
+  l.calls = 0;
+  l.stop_at = stop_at;
+  rc = mk_sql_scan_positional(text, n, rec_pos, &l);
+  if (rc != want_rc)
+    printf("# rc %d, want %d\n", rc, want_rc);
+  ok = log_is(&l.b, want_log) && rc == want_rc;
+  check(ok, desc);
+  mk_buf_free(&l.b);
+  free(text);
+}
+
+static void check_pos(const char *in, const char *want_log, const char *desc) {
+  check_pos_stop(in, 0, 0, want_log, desc);
+}
+
+static void check_routine(const char *s, size_t n, int want) {
+  char desc[160];
+  char *text = exact_copy(s, n);
+  size_t i, k = 0;
+
+  /* Show the name printably: the NUL case would otherwise cut the description. */
+  for (i = 0; i < n && k < 100; i++)
+    k += (size_t)snprintf(desc + k, sizeof desc - k, s[i] ? "%c" : "\\0", s[i]);
+  snprintf(desc + k, sizeof desc - k, " %s as a routine name", want ? "accepted" : "rejected");
+  check(mk_sql_is_routine_name(text, n) == want, desc);
+  free(text);
+}
+
+/* ---- tests ---- */
+
+static void test_buf(void) {
+  mk_buf b;
+  const char *s;
+  size_t i;
+  int ok = 1;
+
+  mk_buf_init(&b);
+  s = mk_buf_cstr(&b);
+  check(s != NULL && *s == '\0' && b.len == 0, "buf: cstr of an empty buffer is \"\"");
+  check(mk_buf_add(&b, NULL, 0) == 0 && b.len == 0, "buf: adding nothing succeeds");
+  ok = mk_buf_adds(&b, "ab") == 0 && mk_buf_addc(&b, 'c') == 0 &&
+       mk_buf_add(&b, "d\0e", 3) == 0;
+  check(ok && b.len == 6 && memcmp(b.data, "abcd\0e", 7) == 0,
+        "buf: adds/addc/add append bytes (NUL included) and keep a NUL after them");
+  for (i = 0; i < 100000 && ok; i++)
+    ok = mk_buf_addc(&b, (char)('a' + i % 26)) == 0;
+  check(ok && b.len == 100006 && b.cap > b.len && b.data[b.len] == '\0' &&
+            b.data[100005] == (char)('a' + 99999 % 26),
+        "buf: grows across many appends");
+  check(mk_buf_reserve(&b, SIZE_MAX) == -1 && b.len == 100006,
+        "buf: an impossible reserve fails and leaves the contents");
+  mk_buf_free(&b);
+  check(b.data == NULL && b.len == 0 && b.cap == 0, "buf: free empties the buffer");
+  check(mk_buf_adds(&b, "x") == 0 && strcmp(mk_buf_cstr(&b), "x") == 0,
+        "buf: a freed buffer is reusable");
+  mk_buf_free(&b);
+}
+
+static void test_array(void) {
+  char deep[] = "{{{{{{1}}}}}}";
+  char deeper[] = "{{{{{{{1}}}}}}}";
+  arr_log l = {{NULL, 0, 0}, 0, 0, 0, 0};
+  int rc;
+
+  check_array("{1,2,3}", ',', 0, "{<1><2><3>}", "array: plain elements");
+  check_array("{}", ',', 0, "{}", "array: {} opens and closes with no elements");
+  check_array("  {  }  ", ',', 0, "{}", "array: whitespace around and inside {}");
+  check_array("{\"a \\\"b\\\"\",NULL,null,\"NULL\",NuLl}", ',', 0, "{<a \"b\">NN<NULL>N}",
+              "array: quoted escapes; unquoted NULL in any case is null, quoted is text");
+  check_array("{  a b  ,\tc\n}", ',', 0, "{<a b><c>}",
+              "array: unquoted elements are trimmed, inner spaces kept");
+  check_array("{a\\ , \\ b}", ',', 0, "{<a >< b>}", "array: escaped whitespace is not trimmed");
+  check_array("{N\\ULL,\\NULL}", ',', 0, "{<NULL><NULL>}",
+              "array: NULL spelled with an escape is the string");
+  check_array("{NULLx,NUL,xNULL}", ',', 0, "{<NULLx><NUL><xNULL>}",
+              "array: only the exact word NULL is null");
+  check_array("{a\\,b,c\\}d,e\\\"f,g\\{h}", ',', 0, "{<a,b><c}d><e\"f><g{h>}",
+              "array: backslash escapes delim, braces and quotes in unquoted elements");
+  check_array("{\"a\\\\b\",\"x\\y\"}", ',', 0, "{<a\\b><xy>}",
+              "array: backslash escapes any byte in quoted elements");
+  check_array("{\"\",\"\"}", ',', 0, "{<><>}", "array: empty quoted strings");
+  check_array("{ \"a\" , \"b\" }", ',', 0, "{<a><b>}", "array: whitespace around quoted elements");
+  check_array("{{1,2},{3,4}}", ',', 0, "{{<1><2>}{<3><4>}}", "array: two dimensions");
+  check_array("{{{a}},{{NULL}}}", ',', 0, "{{{<a>}}{{N}}}", "array: three dimensions with a null");
+  check_array("[1:2][0:1]={{1,2},{3,4}}", ',', 0, "{{<1><2>}{<3><4>}}",
+              "array: dimension decoration is skipped");
+  check_array(" [-1:0] = {a,b}", ',', 0, "{<a><b>}", "array: negative bound, spaces around =");
+  check_array("[3]={a,b,c}", ',', 0, "{<a><b><c>}", "array: decoration with the upper bound only");
+  check_array("[1:2]{1,2}", ',', MK_TEXT_EPARSE, NULL, "array: decoration without = is malformed");
+  check_array("[1:2={1,2}", ',', MK_TEXT_EPARSE, NULL, "array: unclosed decoration is malformed");
+  check_array("[]={}", ',', MK_TEXT_EPARSE, NULL, "array: empty decoration is malformed");
+  check_array("[1:x]={1}", ',', MK_TEXT_EPARSE, NULL, "array: non-numeric bound is malformed");
+  check_array("[1:1][1:1][1:1][1:1][1:1][1:1][1:1]={{{{{{{1}}}}}}}", ',', MK_TEXT_EPARSE, NULL,
+              "array: more than MK_TEXT_MAXDEPTH dimensions in the decoration");
+  check_array(deep, ',', 0, "{{{{{{<1>}}}}}}", "array: depth MK_TEXT_MAXDEPTH is accepted");
+  check_array(deeper, ',', MK_TEXT_EPARSE, NULL, "array: depth MK_TEXT_MAXDEPTH+1 is malformed");
+  check_array("{1,2}  \n", ',', 0, "{<1><2>}", "array: trailing whitespace is fine");
+  check_array("{1,2} x", ',', MK_TEXT_EPARSE, NULL, "array: trailing garbage is malformed");
+  check_array("{1}{2}", ',', MK_TEXT_EPARSE, NULL, "array: a second top-level array is malformed");
+  check_array("{1,,2}", ',', MK_TEXT_EPARSE, NULL, "array: empty element is malformed");
+  check_array("{1,}", ',', MK_TEXT_EPARSE, NULL, "array: trailing delimiter is malformed");
+  check_array("{,1}", ',', MK_TEXT_EPARSE, NULL, "array: leading delimiter is malformed");
+  check_array("{\"abc", ',', MK_TEXT_EPARSE, NULL, "array: unterminated quote is malformed");
+  check_array("{1,2", ',', MK_TEXT_EPARSE, NULL, "array: missing } is malformed");
+  check_array("{{1,2}", ',', MK_TEXT_EPARSE, NULL, "array: missing outer } is malformed");
+  check_array("", ',', MK_TEXT_EPARSE, NULL, "array: empty input is malformed");
+  check_array("1,2", ',', MK_TEXT_EPARSE, NULL, "array: no braces is malformed");
+  check_array("{a\"b\"}", ',', MK_TEXT_EPARSE, NULL, "array: quote inside an unquoted element");
+  check_array("{a{b}}", ',', MK_TEXT_EPARSE, NULL, "array: { inside an unquoted element");
+  check_array("{\"a\" b}", ',', MK_TEXT_EPARSE, NULL, "array: text after a quoted element");
+  check_array("{a\\}", ',', MK_TEXT_EPARSE, NULL, "array: escaped final } leaves it unclosed");
+  check_array("{a\\", ',', MK_TEXT_EPARSE, NULL, "array: backslash at the end of input");
+  check_array("{1,{2}}", ',', MK_TEXT_EPARSE, NULL, "array: scalar then sub-array is malformed");
+  check_array("{{1},2}", ',', MK_TEXT_EPARSE, NULL, "array: sub-array then scalar is malformed");
+  check_array("{(1,2),(3,4);(5,6),(7,8)}", ';', 0, "{<(1,2),(3,4)><(5,6),(7,8)>}",
+              "array: box arrays use ; as the delimiter");
+  check_array("{\xc3\xa9,\"\xc3\xbc\"}", ',', 0, "{<\xc3\xa9><\xc3\xbc>}",
+              "array: bytes >= 0x80 pass through");
+  check_array("{1}", '{', MK_TEXT_EPARSE, NULL, "array: a brace as delimiter is refused");
+
+  l.stop_at = 0;
+  l.open_rc = 9;
+  rc = run_array("{{a}}", ',', &l);
+  check(rc == 9 && log_is(&l.b, "{"), "array: an open callback's value stops the parse");
+  mk_buf_free(&l.b);
+  l.open_rc = 0;
+  l.stop_at = 2;
+  rc = run_array("{a,b,c}", ',', &l);
+  check(rc == 42 && log_is(&l.b, "{<a><b>"), "array: an element callback's value stops the parse");
+  mk_buf_free(&l.b);
+  l.stop_at = 0;
+  l.close_rc = 5;
+  rc = run_array("{{a},{b}}", ',', &l);
+  check(rc == 5 && log_is(&l.b, "{{<a>}"), "array: a close callback's value stops the parse");
+  mk_buf_free(&l.b);
+}
+
+static void test_hstore(void) {
+  check_hstore("\"a\"=>\"1\", \"b\"=>NULL", 0, "<a>=<1>;<b>=N;", "hstore: server output form");
+  check_hstore("", 0, "", "hstore: empty string is zero pairs");
+  check_hstore(" \n ", 0, "", "hstore: whitespace only is zero pairs");
+  check_hstore("\"k\\\"q\"=>\"v\\\\w\"", 0, "<k\"q>=<v\\w>;", "hstore: backslash escapes in quotes");
+  check_hstore("\"a\"=>\"NULL\"", 0, "<a>=<NULL>;", "hstore: quoted NULL is the string");
+  check_hstore("a=>1,b=>null, c=>x\\ y", 0, "<a>=<1>;<b>=N;<c>=<x y>;",
+               "hstore: unquoted words, null in any case, escapes");
+  check_hstore("NULL=>x", 0, "<NULL>=<x>;", "hstore: a key spelled NULL is a string");
+  check_hstore("  \"a\"  =>  \"b\"  ", 0, "<a>=<b>;", "hstore: whitespace around tokens");
+  check_hstore("\"a\"=>\"\",\"\"=>\"b\"", 0, "<a>=<>;<>=<b>;", "hstore: empty key and value");
+  check_hstore("\"a\"=>\"1\",", 0, "<a>=<1>;", "hstore: trailing comma is accepted");
+  check_hstore("\"a, b\"=>\"=>\"", 0, "<a, b>=<=>>;", "hstore: separators inside quotes");
+  check_hstore("\"a\"=>", MK_TEXT_EPARSE, NULL, "hstore: missing value");
+  check_hstore("\"a\"", MK_TEXT_EPARSE, NULL, "hstore: missing =>");
+  check_hstore("\"a\"=\"b\"", MK_TEXT_EPARSE, NULL, "hstore: = without >");
+  check_hstore("\"a\"= >\"b\"", MK_TEXT_EPARSE, NULL, "hstore: space inside =>");
+  check_hstore("\"a\"=>\"b\" \"c\"=>\"d\"", MK_TEXT_EPARSE, NULL, "hstore: missing comma");
+  check_hstore("\"a\"=>\"b\",,\"c\"=>\"d\"", MK_TEXT_EPARSE, NULL, "hstore: double comma");
+  check_hstore("\"a", MK_TEXT_EPARSE, NULL, "hstore: unterminated key");
+  check_hstore("\"a\"=>\"b", MK_TEXT_EPARSE, NULL, "hstore: unterminated value");
+  check_hstore("=>b", MK_TEXT_EPARSE, NULL, "hstore: missing key");
+  check_hstore("a=>b\\", MK_TEXT_EPARSE, NULL, "hstore: backslash at the end of input");
+  check_hstore_stop("a=>1,b=>2,c=>3", 2, 7, "<a>=<1>;<b>=<2>;", "hstore: callback value stops the parse");
+}
+
+static void test_bytea(void) {
+  BYTEA("", 0, "", "bytea: empty escape-format input");
+  BYTEA("\\x", 0, "", "bytea: hex with no digits");
+  BYTEA("\\x4142", 2, "AB", "bytea: hex");
+  BYTEA("\\xDEADbeef", 4, "\xde\xad\xbe\xef", "bytea: hex digits in either case");
+  BYTEA("\\x00ff", 2, "\x00\xff", "bytea: hex NUL and 0xff");
+  BYTEA("\\x414", -1, "", "bytea: odd number of hex digits");
+  BYTEA("\\x4g", -1, "", "bytea: non-hex digit");
+  BYTEA("\\x 41", -1, "", "bytea: space in hex");
+  BYTEA("\\X41", -1, "", "bytea: \\X is not the hex prefix");
+  BYTEA("abc", 3, "abc", "bytea: escape format, plain bytes");
+  BYTEA("A\\102\\\\", 3, "AB\\", "bytea: escape format octal and backslash");
+  BYTEA("\\000\\377a", 3, "\x00\xff" "a", "bytea: octal NUL and 0377");
+  BYTEA("a\\\\\\\\b", 4, "a\\\\b", "bytea: two escaped backslashes");
+  BYTEA("\\400", -1, "", "bytea: octal above 0377");
+  BYTEA("\\18", -1, "", "bytea: non-octal digit");
+  BYTEA("\\12", -1, "", "bytea: truncated octal");
+  BYTEA("ab\\", -1, "", "bytea: lone backslash at the end");
+  BYTEA("\\n", -1, "", "bytea: backslash before a letter");
+}
+
+static void test_quote(void) {
+  mk_buf b;
+  int ok;
+
+  mk_buf_init(&b);
+  ok = mk_text_quote(&b, "abc", 3) == 0;
+  check(ok && log_is(&b, "\"abc\""), "quote: plain text");
+  ok = mk_buf_adds(&b, ",") == 0 && mk_text_quote(&b, "a\"b\\c", 5) == 0;
+  check(ok && log_is(&b, "\"abc\",\"a\\\"b\\\\c\""), "quote: appends, escaping \" and \\");
+  mk_buf_free(&b);
+  check(mk_text_quote(&b, NULL, 0) == 0 && log_is(&b, "\"\""), "quote: empty string");
+  mk_buf_free(&b);
+  ok = mk_text_quote(&b, "a\0b", 3) == 0;
+  check(ok && b.len == 5 && memcmp(b.data, "\"a\0b\"", 5) == 0, "quote: NUL bytes are kept");
+  mk_buf_free(&b);
+}
+
+static void test_sql(void) {
+  mk_sql_named r;
+  static const char in[] = "x :ab y :c";
+  char many[256] = "", want[256] = "", *text;
+  int i;
+
+  check_sql("SELECT :a, :b, :a", "SELECT $1, $2, $1", "a,b", "sql: repeated names share a number");
+  check_sql(":a :b :a :c :b", "$1 $2 $1 $3 $2", "a,b,c", "sql: numbering by first use");
+  check_sql("SELECT 1", "SELECT 1", "", "sql: no placeholders");
+  check_sql("", "", "", "sql: empty input");
+  check_sql("SELECT ':a', :b", "SELECT ':a', $1", "b", "sql: string literal untouched");
+  check_sql("SELECT 'it''s :x', :y", "SELECT 'it''s :x', $1", "y", "sql: '' inside a string");
+  check_sql("SELECT 'a\\', :x", "SELECT 'a\\', $1", "x",
+            "sql: backslash is ordinary in a standard string");
+  check_sql("SELECT E'\\' :x', :y", "SELECT E'\\' :x', $1", "y", "sql: E'' with an escaped quote");
+  check_sql("SELECT e'a\\\\' || :y", "SELECT e'a\\\\' || $1", "y",
+            "sql: e'' with an escaped backslash");
+  check_sql("SELECT e'a\\''':b' || :y", "SELECT e'a\\''':b' || $1", "y",
+            "sql: e'' with both escape forms");
+  check_sql("SELECT fooE'\\', :x", "SELECT fooE'\\', $1", "x",
+            "sql: E ending a longer word is not an escape prefix");
+  check_sql("SELECT E, :x", "SELECT E, $1", "x", "sql: E not before a quote is a word");
+  check_sql("SELECT U&'d\\0061t :x', :y", "SELECT U&'d\\0061t :x', $1", "y", "sql: U&'' untouched");
+  check_sql("SELECT U&'\\', :x", "SELECT U&'\\', $1", "x", "sql: backslash does not escape in U&''");
+  check_sql("SELECT \"col:x\", \"a\"\":b\", :c", "SELECT \"col:x\", \"a\"\":b\", $1", "c",
+            "sql: quoted identifiers with \"\"");
+  check_sql("SELECT $$ :a $$, :b", "SELECT $$ :a $$, $1", "b", "sql: $$ dollar quote");
+  check_sql("SELECT $fn$ :a $$ :b $fn$, :c", "SELECT $fn$ :a $$ :b $fn$, $1", "c",
+            "sql: tagged dollar quote containing $$");
+  check_sql("SELECT $t$ $T$ :a $t$, :b", "SELECT $t$ $T$ :a $t$, $1", "b",
+            "sql: dollar quote tags are case-sensitive");
+  check_sql("SELECT $_x1$ :a $_x1$ :b", "SELECT $_x1$ :a $_x1$ $1", "b",
+            "sql: tag with _ and digits");
+  check_sql("SELECT $1$ :a $1$", "SELECT $1$ $1 $1$", "a", "sql: $1 is a parameter, not a quote");
+  check_sql("SELECT $1::int, :a", "SELECT $1::int, $1", "a", "sql: positional parameter kept");
+  check_sql("SELECT a$b$ :c $b$", "SELECT a$b$ $1 $b$", "c",
+            "sql: a$b$ is an identifier, the later $b$ is unterminated");
+  check_sql("SELECT x$$ :a", "SELECT x$$ $1", "a", "sql: no dollar quote right after a word");
+  check_sql("SELECT 1 -- :a\n, :b", "SELECT 1 -- :a\n, $1", "b", "sql: -- comment");
+  check_sql("SELECT 1 -- :a\r:b", "SELECT 1 -- :a\r$1", "b", "sql: -- comment ends at \\r");
+  check_sql("SELECT 1 -- :a", "SELECT 1 -- :a", "", "sql: -- comment at the end");
+  check_sql("SELECT /* :a /* :b */ :c */ :d", "SELECT /* :a /* :b */ :c */ $1", "d",
+            "sql: nested block comments");
+  check_sql("SELECT '--', '/*', :x", "SELECT '--', '/*', $1", "x",
+            "sql: comment starters inside strings");
+  check_sql("SELECT 2 - -:x, 4/ *:y", "SELECT 2 - -$1, 4/ *$2", "x,y",
+            "sql: lone - and / are operators");
+  check_sql("SELECT :a::int, x::text", "SELECT $1::int, x::text", "a", "sql: ::casts are not placeholders");
+  check_sql("a:::b", "a:::b", "", "sql: ':' after ':' never starts a placeholder");
+  check_sql("x := :y", "x := $1", "y", "sql: := is not a placeholder");
+  check_sql("SELECT : x", "SELECT : x", "", "sql: the name must follow ':' at once");
+  check_sql("SELECT arr[1:n]", "SELECT arr[1$1]", "n", "sql: arr[1:n] yields :n (documented)");
+  check_sql(":a_1b2,:_x,:1,:\xc3\xa9", "$1,$2,:1,:\xc3\xa9", "a_1b2,_x",
+            "sql: name characters");
+  check_sql(":a:b", "$1$2", "a,b", "sql: adjacent placeholders");
+  check_sql("SELECT :a$b", "SELECT $1$b", "a", "sql: $ ends a name");
+  check_sql("SELECT 'abc :x", "SELECT 'abc :x", "", "sql: unterminated string copied");
+  check_sql("SELECT E'abc\\", "SELECT E'abc\\", "", "sql: unterminated E'' ending in backslash");
+  check_sql("SELECT \"abc :x", "SELECT \"abc :x", "", "sql: unterminated identifier copied");
+  check_sql("SELECT $$ :x", "SELECT $$ :x", "", "sql: unterminated dollar quote copied");
+  check_sql("SELECT /* :x /* */", "SELECT /* :x /* */", "", "sql: unterminated nested comment");
+
+  for (i = 0; i < 11; i++) {
+    char part[16];
+    snprintf(part, sizeof part, ":%c,", 'a' + i);
+    strcat(many, part);
+    snprintf(part, sizeof part, "$%d,", i + 1);
+    strcat(want, part);
+  }
+  strcat(many, ":k");
+  strcat(want, "$11");
+  check_sql(many, want, "a,b,c,d,e,f,g,h,i,j,k", "sql: numbers past 9 grow the text");
+
+  text = exact_copy(in, sizeof in - 1);
+  check(mk_sql_named_rewrite(text, sizeof in - 1, &r) == 0 && r.count == 2 &&
+            r.names[0].off == 3 && r.names[0].len == 2 && r.names[1].off == 9 &&
+            r.names[1].len == 1 && r.sql[r.sql_len] == '\0',
+        "sql: name offsets point after the ':'");
+  mk_sql_named_free(&r);
+  mk_sql_named_free(&r);
+  check(r.sql == NULL && r.names == NULL && r.count == 0, "sql: free zeroes and can repeat");
+  free(text);
+}
+
+static void test_positional(void) {
+  check_pos("SELECT $1", "1@7+2;", "pos: one placeholder");
+  check_pos("", "", "pos: empty input");
+  check_pos("SELECT $10", "10@7+3;", "pos: $10 is one placeholder numbered 10");
+  check_pos("$1::int, $2", "1@0+2;2@9+2;", "pos: $1::int");
+  check_pos("SELECT $1, $1", "1@7+2;1@11+2;", "pos: every use is reported");
+  check_pos("SELECT a$1, x$2$3", "", "pos: $n inside a word is not a placeholder");
+  check_pos("SELECT '$1', 'it''s $2', $3", "3@25+2;", "pos: $n inside strings");
+  check_pos("SELECT \"$1\", \"a\"\"$2\", $3", "3@22+2;", "pos: $n inside quoted identifiers");
+  check_pos("-- $1\n$2 /* $3 /* $4 */ $5 */ $6", "2@6+2;6@30+2;",
+            "pos: $n inside -- and nested block comments");
+  check_pos("$$ body $1 $$ $2", "2@14+2;", "pos: $$ body $$ then $2");
+  check_pos("$fn$ $1 $$ $2 $fn$ $3", "3@19+2;", "pos: $n inside a tagged dollar quote");
+  check_pos("E'\\'$1' $3", "3@8+2;", "pos: E'\\'$1' $3");
+  check_pos("e'a\\\\' $1", "1@7+2;", "pos: e'' ending in an escaped backslash");
+  check_pos("U&'\\' $1", "1@6+2;", "pos: backslash does not escape in U&''");
+  check_pos("$ 1 $a $_ $", "", "pos: '$' without digits is not a placeholder");
+  check_pos("$1abc,$2)", "1@0+2;2@6+2;", "pos: the token ends at the last digit");
+  check_pos("$65535 $65536 $0 $123456 $00001", "65535@0+6;0@7+6;0@14+2;0@17+7;1@25+6;",
+            "pos: out of range numbers are reported as 0");
+  check_pos("$99999999999999999999", "0@0+21;", "pos: a huge number does not overflow");
+  check_pos(":a, $1, arr[1:2]", "1@4+2;", "pos: :names and slices are not reported");
+  check_pos("SELECT '$1", "", "pos: unterminated string hides the rest");
+  check_pos("SELECT $$ $1", "", "pos: unterminated dollar quote hides the rest");
+  check_pos_stop("$1 $2 $3", 2, 42, "1@0+2;2@3+2;", "pos: non-zero from fn stops and is returned");
+}
+
+static void test_routine(void) {
+  static const char *good[] = {"f", "_f1", "a$b", "F_2", "public.f", "db.public.f",
+                               "\"My Func\"", "\"a\"\"b\"", "\"\"\"\"", "public.\"F\"",
+                               "\"a.b\"", "\"x\".y.\"z\""};
+  static const char *bad[] = {"", "1f", "a b", " a", "a.", ".a", "a..b", "a.b.c.d",
+                              "\"\"", "\"abc", "\"a\"b", "a;drop", "f()", "\xc3\xa9",
+                              "a.\"\"", "$a", "a-b", "\"a\"\".b", "a.\"b"};
+  size_t i;
+
+  for (i = 0; i < sizeof good / sizeof *good; i++)
+    check_routine(good[i], strlen(good[i]), 1);
+  for (i = 0; i < sizeof bad / sizeof *bad; i++)
+    check_routine(bad[i], strlen(bad[i]), 0);
+  check_routine("\"a\0b\"", 5, 0);
+}
+
+/* ---- random inputs: deterministic xorshift64; inputs are drawn mostly from the bytes
+ * the parsers treat specially so that the deep paths are reached. ---- */
+
+static uint64_t rng = 0x9e3779b97f4a7c15u;
+
+static unsigned rnd(unsigned n) {
+  rng ^= rng << 13;
+  rng ^= rng >> 7;
+  rng ^= rng << 17;
+  return (unsigned)(rng % n);
+}
+
+static size_t random_input(char *buf, size_t max) {
+  static const char alphabet[] = "{}{}\"\",,\\\\ NULLnull[]:-=>$$''Ee&U1a_\t\n/*x;";
+  size_t n = rnd((unsigned)max + 1), i;
+
+  for (i = 0; i < n; i++)
+    buf[i] = rnd(5) ? alphabet[rnd(sizeof alphabet - 1)] : (char)rnd(256);
+  return n;
+}
+
+typedef struct count_sink {
+  int depth, max_depth, bad;
+} count_sink;
+
+static int cnt_open(void *ud) {
+  count_sink *c = ud;
+  if (++c->depth > c->max_depth)
+    c->max_depth = c->depth;
+  return 0;
+}
+
+static int cnt_close(void *ud) {
+  count_sink *c = ud;
+  if (--c->depth < 0)
+    c->bad = 1;
+  return 0;
+}
+
+static int cnt_elem(void *ud, const char *s, size_t len, int is_null) {
+  count_sink *c = ud;
+  if (c->depth <= 0 || (!is_null && len > 0 && s == NULL))
+    c->bad = 1;
+  return 0;
+}
+
+static int cnt_pair(void *ud, const char *k, size_t kl, const char *v, size_t vl,
+                    int vnull) {
+  (void)k, (void)kl, (void)v, (void)vl, (void)vnull;
+  ++*(int *)ud;
+  return 0;
+}
+
+/* Round trip: a quoted string parsed back as the only element of an array. */
+static int roundtrip_elem(void *ud, const char *s, size_t len, int is_null) {
+  mk_buf *got = ud;
+  return is_null ? 1 : mk_buf_add(got, s, len) != 0;
+}
+
+static int noop(void *ud) {
+  (void)ud;
+  return 0;
+}
+
+#define FUZZ_ROUNDS 4000
+#define FUZZ_MAX 48
+
+/* Checks each reported token against the text: '$', then only digits up to a non-digit,
+ * the number matching them, offsets strictly increasing and in bounds. */
+typedef struct pos_fuzz {
+  const char *text;
+  size_t n, next;
+  int bad;
+} pos_fuzz;
+
+static int fuzz_pos(void *ud, unsigned number, size_t off, size_t len) {
+  pos_fuzz *f = ud;
+  unsigned long v = 0;
+  size_t k;
+
+  if (off < f->next || len < 2 || off + len > f->n || f->text[off] != '$' ||
+      (off + len < f->n && f->text[off + len] >= '0' && f->text[off + len] <= '9')) {
+    f->bad = 1;
+    return 1;
+  }
+  for (k = 1; k < len; k++) {
+    if (f->text[off + k] < '0' || f->text[off + k] > '9') {
+      f->bad = 1;
+      return 1;
+    }
+    if (k <= 5)
+      v = v * 10 + (unsigned long)(f->text[off + k] - '0');
+  }
+  if (number != (len > 6 || v > 65535 ? 0 : v))
+    f->bad = 1;
+  f->next = off + len;
+  return f->bad;
+}
+
+static void fuzz(void) {
+  char buf[FUZZ_MAX];
+  int i, ok_arr = 1, ok_hs = 1, ok_by = 1, ok_sql = 1, ok_pos = 1, ok_rt = 1,
+      ok_q = 1;
+
+  for (i = 0; i < FUZZ_ROUNDS; i++) {
+    size_t n = random_input(buf, sizeof buf), k;
+    char *text = exact_copy(buf, n), *scratch = alloc_exact(n);
+    count_sink c = {0, 0, 0};
+    mk_array_sink sink = {cnt_open, cnt_close, cnt_elem, &c};
+    int rc, pairs = 0;
+    ssize_t br;
+    mk_sql_named r;
+    mk_buf q, got;
+
+    rc = mk_array_parse(text, n, rnd(4) ? ',' : ';', scratch, &sink);
+    if ((rc != 0 && rc != MK_TEXT_EPARSE) || c.bad || c.max_depth > MK_TEXT_MAXDEPTH ||
+        (rc == 0 && c.depth != 0))
+      ok_arr = 0;
+
+    rc = mk_hstore_parse(text, n, scratch, cnt_pair, &pairs);
+    if (rc != 0 && rc != MK_TEXT_EPARSE)
+      ok_hs = 0;
+
+    br = mk_bytea_decode(text, n, scratch);
+    if (br < -1 || br > (ssize_t)n)
+      ok_by = 0;
+
+    if (mk_sql_named_rewrite(text, n, &r) != 0) {
+      ok_sql = 0;
+    } else {
+      for (k = 0; k < r.count; k++) {
+        const mk_sql_name *nm = &r.names[k];
+        if (nm->off == 0 || nm->len == 0 || nm->off + nm->len > n || text[nm->off - 1] != ':')
+          ok_sql = 0;
+      }
+      if (memchr(text, ':', n) == NULL && (r.sql_len != n || memcmp(r.sql, text, n) != 0))
+        ok_sql = 0;
+      mk_sql_named_free(&r);
+    }
+
+    {
+      pos_fuzz pf = {NULL, 0, 0, 0};
+      pf.text = text;
+      pf.n = n;
+      if (mk_sql_scan_positional(text, n, fuzz_pos, &pf) != 0 || pf.bad)
+        ok_pos = 0;
+    }
+
+    rc = mk_sql_is_routine_name(text, n);
+    if (rc != 0 && rc != 1)
+      ok_rt = 0;
+
+    /* quote -> array element and hstore pair must give back the same bytes */
+    mk_buf_init(&q);
+    mk_buf_init(&got);
+    if (mk_buf_addc(&q, '{') == 0 && mk_text_quote(&q, text, n) == 0 && mk_buf_addc(&q, '}') == 0) {
+      char *qs = exact_copy(q.data, q.len), *sc = alloc_exact(q.len);
+      mk_array_sink rs = {noop, noop, roundtrip_elem, &got};
+      if (mk_array_parse(qs, q.len, ',', sc, &rs) != 0 || got.len != n ||
+          (n && memcmp(got.data, text, n) != 0))
+        ok_q = 0;
+      free(qs);
+      free(sc);
+    } else {
+      ok_q = 0;
+    }
+    mk_buf_free(&q);
+    mk_buf_free(&got);
+
+    free(text);
+    free(scratch);
+  }
+  check(ok_arr, "fuzz: array parser on random input");
+  check(ok_hs, "fuzz: hstore parser on random input");
+  check(ok_by, "fuzz: bytea decoder on random input");
+  check(ok_sql, "fuzz: sql rewriter on random input");
+  check(ok_pos, "fuzz: positional scanner on random input");
+  check(ok_rt, "fuzz: routine-name check on random input");
+  check(ok_q, "fuzz: quote then array parse round-trips random bytes");
+}
+
+int main(void) {
+  test_buf();
+  test_array();
+  test_hstore();
+  test_bytea();
+  test_quote();
+  test_sql();
+  test_positional();
+  test_routine();
+  fuzz();
+  printf("1..%d\n", ntests);
+  return nfailed ? 1 : 0;
+}
