@@ -256,10 +256,17 @@ static int l_connection(lua_State *L) {
     if (!lua_isnoneornil(L, 2) && !lua_istable(L, 2))
       return lmk_raise(L, MK_ERR_INTERFACE, "Connection: opts must be a table");
     lua_settop(L, 2);
-    if (lua_isnil(L, 2)) {
-      lua_newtable(L);
-      lua_replace(L, 2);
+    /* a copy with the dsn added: the caller's table is left as it was */
+    lua_newtable(L);
+    if (!lua_isnil(L, 2)) {
+      lua_pushnil(L);
+      while (lua_next(L, 2)) {
+        lua_pushvalue(L, -2);
+        lua_insert(L, -2);
+        lua_rawset(L, 3);
+      }
     }
+    lua_replace(L, 2);
     lua_pushvalue(L, 1);
     lua_setfield(L, 2, "dsn");
     opts = 2;
@@ -516,9 +523,24 @@ static int conn_callproc(lua_State *L) {
   if (!mk_sql_is_routine_name(name, len))
     return lmk_raise(L, MK_ERR_INTERFACE, "callproc: '%s' is not a routine name", name);
   if (!lua_isnil(L, 3)) {
+    /* positional only: the count must be known before the SQL is built */
     if (!lua_istable(L, 3)) return lmk_raise(L, MK_ERR_INTERFACE, "callproc: params must be an array");
-    n = lua_getfield(L, 3, "n") == LUA_TNUMBER ? lua_tointeger(L, -1) : (lua_Integer)lua_rawlen(L, 3);
+    lua_pushnil(L);
+    while (lua_next(L, 3)) {
+      lua_pop(L, 1);
+      if (lua_type(L, -1) == LUA_TSTRING && strcmp(lua_tostring(L, -1), "n") != 0)
+        return lmk_raise(L, MK_ERR_INTERFACE, "callproc: params must be an array (named arguments are not supported)");
+    }
+    if (lua_getfield(L, 3, "n") != LUA_TNIL) {
+      if (!lua_isinteger(L, -1) || lua_tointeger(L, -1) < 0)
+        return lmk_raise(L, MK_ERR_INTERFACE, "callproc: params.n must be a non-negative integer");
+      n = lua_tointeger(L, -1);
+    } else {
+      n = (lua_Integer)lua_rawlen(L, 3);
+    }
     lua_pop(L, 1);
+    if (n > 65535)
+      return lmk_raise(L, MK_ERR_INTERFACE, "callproc: too many parameters (%d; PostgreSQL allows 65535)", n > 0x7fffffff ? -1 : (int)n);
   }
   luaL_buffinit(L, &b);
   luaL_addstring(&b, "SELECT * FROM ");

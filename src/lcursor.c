@@ -23,6 +23,7 @@ typedef struct lcursor {
   PGresult *res; /* NULL once closed */
   int nrows, ncols, pos;
   int dict;
+  int closed; /* close() was called (res may also be NULL for a result-less cursor) */
   lua_Integer arraysize;
   unsigned char dec[]; /* per column */
 } lcursor;
@@ -194,7 +195,7 @@ static void push_row(lua_State *L, lcursor *cur, int row) {
 
 static lcursor *open_cursor(lua_State *L) {
   lcursor *cur = check_cursor(L, 1);
-  if (!cur->res && cur->ncols > 0) lmk_raise(L, MK_ERR_INTERFACE, "cursor is closed");
+  if (cur->closed) lmk_raise(L, MK_ERR_INTERFACE, "cursor is closed");
   return cur;
 }
 
@@ -220,9 +221,10 @@ static int c_fetchmany(lua_State *L) {
   lcursor *cur = open_cursor(L);
   lua_Integer n = cur->arraysize;
   if (!lua_isnoneornil(L, 2)) {
-    if (!lua_isinteger(L, 2) || lua_tointeger(L, 2) < 0)
+    int ok;
+    n = lua_tointegerx(L, 2, &ok);
+    if (lua_type(L, 2) != LUA_TNUMBER || !ok || n < 0)
       return lmk_raise(L, MK_ERR_INTERFACE, "fetchmany: n must be a non-negative integer");
-    n = lua_tointeger(L, 2);
   }
   lua_settop(L, 1);
   fetch_n(L, cur, n);
@@ -250,17 +252,28 @@ static int c_rows(lua_State *L) {
 
 static int c_scroll(lua_State *L) {
   lcursor *cur = open_cursor(L);
-  const char *mode = luaL_optstring(L, 3, "relative");
+  const char *mode = "relative";
   lua_Integer n, to;
-  if (!lua_isinteger(L, 2)) return lmk_raise(L, MK_ERR_INTERFACE, "scroll: n must be an integer");
-  n = lua_tointeger(L, 2);
-  if (strcmp(mode, "relative") == 0)
+  int ok;
+  n = lua_tointegerx(L, 2, &ok);
+  if (lua_type(L, 2) != LUA_TNUMBER || !ok) return lmk_raise(L, MK_ERR_INTERFACE, "scroll: n must be an integer");
+  if (!lua_isnoneornil(L, 3)) {
+    if (lua_type(L, 3) != LUA_TSTRING) return lmk_raise(L, MK_ERR_INTERFACE, "scroll: mode must be 'relative' or 'absolute'");
+    mode = lua_tostring(L, 3);
+  }
+  if (strcmp(mode, "relative") == 0) {
+    /* both within [-nrows - 1, nrows + 1] before adding: no overflow */
+    if (n < -(lua_Integer)cur->nrows - 1 || n > (lua_Integer)cur->nrows + 1)
+      return lmk_raise(L, MK_ERR_PROGRAMMING, "scroll: destination out of range (rownumber %d, n %I, %d rows)",
+                       cur->pos, (LUAI_UACINT)n, cur->nrows);
     to = cur->pos + n;
-  else if (strcmp(mode, "absolute") == 0)
+  } else if (strcmp(mode, "absolute") == 0) {
     to = n;
-  else
+  } else {
     return lmk_raise(L, MK_ERR_INTERFACE, "scroll: mode must be 'relative' or 'absolute'");
-  if (to < 0 || to > cur->nrows) return lmk_raise(L, MK_ERR_PROGRAMMING, "scroll: position %d out of range", (int)to);
+  }
+  if (to < 0 || to > cur->nrows)
+    return lmk_raise(L, MK_ERR_PROGRAMMING, "scroll: position %I out of range (%d rows)", (LUAI_UACINT)to, cur->nrows);
   cur->pos = (int)to;
   return 0;
 }
@@ -271,6 +284,7 @@ static int c_close(lua_State *L) {
   cur->res = NULL;
   cur->nrows = 0;
   cur->pos = 0;
+  cur->closed = 1;
   return 0;
 }
 
@@ -383,6 +397,7 @@ void lmk_cursor_push(lua_State *L, PGresult *res, const char *query, int dict, i
   cur->nrows = res ? PQntuples(res) : 0;
   cur->pos = 0;
   cur->dict = dict;
+  cur->closed = 0;
   cur->arraysize = 1;
   lua_createtable(L, ncols, dict ? ncols + 1 : 1);
   uv = lua_gettop(L);
@@ -434,9 +449,13 @@ static int l_hstore_decode(lua_State *L) {
 
 /* momoko.register_type(oid, fn): decoder for every connection (nil removes it). */
 static int l_register_type(lua_State *L) {
-  lua_Integer oid = luaL_checkinteger(L, 1);
+  int ok;
+  lua_Integer oid = lua_tointegerx(L, 1, &ok);
+  if (lua_type(L, 1) != LUA_TNUMBER || !ok || oid <= 0 || oid > 0xffffffffLL)
+    return lmk_raise(L, MK_ERR_INTERFACE, "register_type: oid must be a type OID (a positive integer), got %s",
+                     luaL_typename(L, 1));
   if (!lua_isnoneornil(L, 2) && !lua_isfunction(L, 2) && !lua_istable(L, 2))
-    return lmk_raise(L, MK_ERR_INTERFACE, "register_type: a function expected");
+    return lmk_raise(L, MK_ERR_INTERFACE, "register_type: fn must be a function or nil, got %s", luaL_typename(L, 2));
   lua_settop(L, 2);
   lua_getfield(L, LUA_REGISTRYINDEX, "momoko.decoders");
   lua_insert(L, 2);

@@ -88,8 +88,11 @@ static int error_tostring(lua_State *L) {
 
 /* momoko.is(err, kind): true if err's kind is kind or descends from it. */
 static int error_is(lua_State *L) {
-  const char *want = luaL_checkstring(L, 2), *kind;
+  const char *want, *kind;
   int k;
+  if (lua_type(L, 2) != LUA_TSTRING)
+    return lmk_raise(L, MK_ERR_INTERFACE, "momoko.is: kind must be a string, got %s", luaL_typename(L, 2));
+  want = lua_tostring(L, 2);
   if (!lua_istable(L, 1) || !lua_getmetatable(L, 1)) {
     lua_pushboolean(L, 0);
     return 1;

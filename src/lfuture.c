@@ -153,9 +153,9 @@ static void run_until_done(lua_State *L, lfuture *f) {
 static int f_await(lua_State *L) {
   lfuture *f = check_future(L, 1);
   lua_settop(L, 1);
+  f->retrieved = 1;
   if (f->state == PENDING) {
     if (lua_isyieldable(L)) {
-      f->retrieved = 1;
       lua_pushthread(L);
       add_waiter(L, 1);
       return lua_yieldk(L, 0, 0, await_k);

@@ -149,15 +149,17 @@ void lmk_resume(lua_State *L, lua_State *co, int nargs) {
   /* an error: keep a traceback for text errors, then close the coroutine's pending
    * to-be-closed variables (a <close> connection goes back to its pool) */
   lua_xmove(co, L, 1);
-  if (lua_type(L, -1) == LUA_TSTRING) {
-    luaL_traceback(L, co, lua_tostring(L, -1), 0);
-    lua_remove(L, -2);
-  }
-  if (lmk_closethread(co, L) != LUA_OK) lua_pop(co, 1);
   if (lua_isnil(L, -2)) {
+    /* nobody can receive it: report it with the coroutine's traceback */
+    if (lua_type(L, -1) == LUA_TSTRING) {
+      luaL_traceback(L, co, lua_tostring(L, -1), 0);
+      lua_remove(L, -2);
+    }
+    lmk_closethread(co, L);
     lua_remove(L, -2);
     lmk_report(L);
   } else {
+    lmk_closethread(co, L);
     lmk_future_fail(L, -2);
     if (lmk_future_unretrieved(L, -1)) watch_orphan(L, lmk_state_of(L), -1);
     lua_pop(L, 1);
@@ -196,19 +198,26 @@ static int l_run(lua_State *L) {
   return 0;
 }
 
-typedef struct lsleep {
+struct lsleep {
   lmk_state *st;
   mk_timer *timer;
   int fref; /* the future, anchored until the timer fires or is cancelled */
-} lsleep;
+  struct lsleep *next, **pprev; /* st->sleeps, closed at shutdown */
+};
+
+static void sleep_free(lsleep *s) {
+  mk_timer_close(s->timer);
+  s->st->nhandles--;
+  *s->pprev = s->next;
+  if (s->next) s->next->pprev = s->pprev;
+  free(s);
+}
 
 static void sleep_end(lsleep *s, int cancelled) {
   lua_State *L = s->st->L;
-  mk_timer_close(s->timer);
-  s->st->nhandles--;
   lua_rawgeti(L, LUA_REGISTRYINDEX, s->fref);
   luaL_unref(L, LUA_REGISTRYINDEX, s->fref);
-  free(s);
+  sleep_free(s);
   if (cancelled) {
     lmk_push_error(L, MK_ERR_QUERY_CANCELED, "sleep canceled");
     lmk_future_fail(L, -2);
@@ -255,6 +264,10 @@ static int l_sleep(lua_State *L) {
     return lmk_raise(L, MK_ERR_INTERFACE, "momoko.sleep: cannot start a timer");
   }
   st->nhandles++;
+  s->next = st->sleeps;
+  if (st->sleeps) st->sleeps->pprev = &s->next;
+  s->pprev = &st->sleeps;
+  st->sleeps = s;
   f = lmk_future_new(L);
   lua_pushvalue(L, -1);
   s->fref = luaL_ref(L, LUA_REGISTRYINDEX);
@@ -308,6 +321,7 @@ static void shut_down(lmk_state *st) {
   flush_orphans(st, 0);
   st->closing = 1;
   lmk_conn_close_all(st);
+  while (st->sleeps) sleep_free(st->sleeps);
   mk_timer_close(st->orphan_timer);
   st->orphan_timer = NULL;
 }

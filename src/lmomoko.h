@@ -24,6 +24,7 @@
 #endif
 
 struct lconn;
+typedef struct lsleep lsleep;
 
 /* One per Lua state that loaded momoko.core; a userdata kept in the registry. */
 typedef struct lmk_state {
@@ -33,6 +34,7 @@ typedef struct lmk_state {
   int running;         /* depth of uv_run calls made by momoko */
   int closing;         /* lua_close is finalizing: no Lua from callbacks any more */
   struct lconn *conns; /* live connections, closed at shutdown */
+  lsleep *sleeps;      /* pending momoko.sleep timers, closed at shutdown */
   int nhandles;        /* live libuv users (connections, sleeps): set_loop needs 0 */
   struct mk_timer *orphan_timer; /* reports spawn errors nobody retrieved */
 } lmk_state;

@@ -283,22 +283,47 @@ static int check_sql(lua_State *L, int idx, size_t *len) {
   return idx;
 }
 
+/* The rewriter's output lives in a userdata whose __gc frees it, so a memory error
+ * while copying it into Lua leaks nothing. */
+static int named_gc(lua_State *L) {
+  mk_sql_named_free(lua_touserdata(L, 1));
+  return 0;
+}
+
+/* The number of distinct :name placeholders in the SQL at sqlidx. */
+static size_t named_count(lua_State *L, int sqlidx) {
+  size_t len, count;
+  const char *sql = lua_tolstring(L, sqlidx, &len);
+  mk_sql_named nm;
+  if (mk_sql_named_rewrite(sql, len, &nm) < 0) oom(L);
+  count = nm.count;
+  mk_sql_named_free(&nm);
+  return count;
+}
+
 /* Named parameters: rewrite :name to $n and take values by name. */
 static lprep *prepare_named(lua_State *L, int sqlidx, int pidx, int anchors) {
   size_t len, i;
   const char *sql = lua_tolstring(L, sqlidx, &len);
-  mk_sql_named nm;
+  mk_sql_named *nm;
   lprep *p;
-  if (mk_sql_named_rewrite(sql, len, &nm) < 0) oom(L);
-  lua_pushlstring(L, nm.sql, nm.sql_len);
+  nm = lua_newuserdatauv(L, sizeof *nm, 0);
+  memset(nm, 0, sizeof *nm);
+  if (luaL_newmetatable(L, "momoko.named")) {
+    lua_pushcfunction(L, named_gc);
+    lua_setfield(L, -2, "__gc");
+  }
+  lua_setmetatable(L, -2);
+  if (mk_sql_named_rewrite(sql, len, nm) < 0) oom(L);
+  lua_pushlstring(L, nm->sql, nm->sql_len);
   lua_rawseti(L, anchors, 0);
-  /* copy the names into Lua before anything can raise */
-  lua_createtable(L, (int)nm.count, 0);
-  for (i = 0; i < nm.count; i++) {
-    lua_pushlstring(L, sql + nm.names[i].off, nm.names[i].len);
+  lua_createtable(L, (int)nm->count, 0);
+  for (i = 0; i < nm->count; i++) {
+    lua_pushlstring(L, sql + nm->names[i].off, nm->names[i].len);
     lua_rawseti(L, -2, (lua_Integer)i + 1);
   }
-  mk_sql_named_free(&nm);
+  mk_sql_named_free(nm);
+  lua_remove(L, -2); /* the rewriter's userdata */
   i = lua_rawlen(L, -1);
   if (i > MAX_PARAMS)
     lmk_raise(L, MK_ERR_INTERFACE, "too many parameters (%d; PostgreSQL allows %d)", (int)i, MAX_PARAMS);
@@ -327,25 +352,39 @@ static void prepare(lua_State *L, int sqlidx, int pidx) {
   lprep *p;
   check_sql(L, sqlidx, &len);
   if (!lua_isnoneornil(L, pidx)) {
+    int names = 0, others = 0, has_n;
     if (!lua_istable(L, pidx))
       lmk_raise(L, MK_ERR_INTERFACE, "params must be a table, got %s", luaL_typename(L, pidx));
-    if (lua_getfield(L, pidx, "n") != LUA_TNIL) {
+    /* What keys are there: string keys other than "n" make a table of names. */
+    lua_pushnil(L);
+    while (lua_next(L, pidx)) {
+      lua_pop(L, 1);
+      if (lua_type(L, -1) != LUA_TSTRING)
+        others = 1;
+      else if (strcmp(lua_tostring(L, -1), "n") != 0)
+        names = 1;
+    }
+    has_n = lua_getfield(L, pidx, "n") != LUA_TNIL;
+    lua_pop(L, 1);
+    if (names && others)
+      lmk_raise(L, MK_ERR_INTERFACE, "params must be an array (with an optional n) or a table of names, not both");
+    if (names) {
+      named = 1;
+    } else if (has_n && !others && named_count(L, sqlidx) > 0) {
+      /* {n = v} alone: table.pack(nil), or the one named parameter :n. The SQL
+       * decides: with :name placeholders it is the latter. */
+      named = 1;
+    } else if (has_n) {
+      lua_getfield(L, pidx, "n");
       if (!lua_isinteger(L, -1) || lua_tointeger(L, -1) < 0)
         lmk_raise(L, MK_ERR_INTERFACE, "params.n must be a non-negative integer");
       n = lua_tointeger(L, -1);
+      lua_pop(L, 1);
     } else {
       n = (lua_Integer)lua_rawlen(L, pidx);
-      if (n == 0) {
-        lua_pushnil(L);
-        if (lua_next(L, pidx)) {
-          if (lua_type(L, -2) != LUA_TSTRING)
-            lmk_raise(L, MK_ERR_INTERFACE, "params must be an array or a table of names");
-          lua_pop(L, 2);
-          named = 1;
-        }
-      }
+      if (n == 0 && others)
+        lmk_raise(L, MK_ERR_INTERFACE, "params must be an array (with an optional n) or a table of names");
     }
-    lua_pop(L, 1);
   }
   if (n > MAX_PARAMS)
     lmk_raise(L, MK_ERR_INTERFACE, "too many parameters (%d; PostgreSQL allows %d)", (int)n, MAX_PARAMS);
@@ -392,10 +431,35 @@ int lmk_params_fill(lua_State *L, mk_req *r, int i, int prepidx) {
   return 0;
 }
 
-/* Appends a literal for the prepared value v (for mogrify). */
+typedef struct pqmem {
+  void *p; /* libpq memory to PQfreemem, or NULL */
+} pqmem;
+
+static int pqmem_gc(lua_State *L) {
+  pqmem *m = lua_touserdata(L, 1);
+  if (m->p) PQfreemem(m->p);
+  m->p = NULL;
+  return 0;
+}
+
+static pqmem *push_pqmem(lua_State *L) {
+  pqmem *m = lua_newuserdatauv(L, sizeof *m, 0);
+  m->p = NULL;
+  if (luaL_newmetatable(L, "momoko.pqmem")) {
+    lua_pushcfunction(L, pqmem_gc);
+    lua_setfield(L, -2, "__gc");
+  }
+  lua_setmetatable(L, -2);
+  return m;
+}
+
+/* Appends a literal for the prepared value v (for mogrify). Returns -1 when libpq
+ * could not escape it (its message is in PQerrorMessage); the stack then has one
+ * extra value, which the caller's raise discards. */
 static int literal(lua_State *L, PGconn *pg, const pvalue *v, luaL_Buffer *b) {
   char *esc;
   size_t n;
+  pqmem *held;
   if (!v->p) {
     luaL_addstring(b, "NULL");
     return 0;
@@ -404,25 +468,46 @@ static int literal(lua_State *L, PGconn *pg, const pvalue *v, luaL_Buffer *b) {
     luaL_addstring(b, v->p[0] == 't' ? "true" : "false");
     return 0;
   }
-  if (v->type == OID_INT8 || (v->type == OID_FLOAT8 && (v->p[0] == '-' || (v->p[0] >= '0' && v->p[0] <= '9')) && strcmp(v->p, "-Infinity") != 0)) {
+  if (v->type == OID_INT8) {
+    /* A negative number goes in parentheses: after a '-' in the SQL, "1--5" would
+     * start a comment. The smallest int8 has no positive counterpart to negate. */
+    if (v->p[0] != '-')
+      luaL_addlstring(b, v->p, v->len);
+    else if (strcmp(v->p, "-9223372036854775808") == 0)
+      luaL_addstring(b, "(-9223372036854775807-1)");
+    else {
+      luaL_addchar(b, '(');
+      luaL_addlstring(b, v->p, v->len);
+      luaL_addchar(b, ')');
+    }
+    return 0;
+  }
+  if (v->type == OID_FLOAT8) {
+    /* quoted and cast, as it was bound: a bare 1.5 would be numeric, 2 an integer */
+    luaL_addchar(b, '\'');
     luaL_addlstring(b, v->p, v->len);
+    luaL_addstring(b, "'::float8");
     return 0;
   }
+  /* libpq's escaped copy is held by a userdata until it is in a Lua string, so a
+   * memory error in between leaks nothing. The holder is removed before
+   * luaL_addvalue, which keeps the buffer's stack discipline. */
+  held = push_pqmem(L);
   if (v->format == 1) {
-    unsigned char *hex = PQescapeByteaConn(pg, (const unsigned char *)v->p, v->len, &n);
-    if (!hex) return -1;
-    lua_pushfstring(L, "'%s'::bytea", (const char *)hex);
-    PQfreemem(hex);
-    luaL_addvalue(b);
-    return 0;
+    held->p = PQescapeByteaConn(pg, (const unsigned char *)v->p, v->len, &n);
+    if (!held->p) return -1;
+    lua_pushfstring(L, "'%s'::bytea", (const char *)held->p);
+  } else {
+    held->p = esc = PQescapeLiteral(pg, v->p, v->len);
+    if (!esc) return -1;
+    lua_pushstring(L, esc);
   }
-  esc = PQescapeLiteral(pg, v->p, v->len);
-  if (!esc) return -1;
-  lua_pushstring(L, esc);
-  PQfreemem(esc);
+  PQfreemem(held->p);
+  held->p = NULL;
+  lua_remove(L, -2);
   luaL_addvalue(b);
-  if (v->type == OID_FLOAT8) luaL_addstring(b, "::float8");
-  else if (v->type == OID_JSON) luaL_addstring(b, "::json");
+  if (v->format == 1) return 0;
+  if (v->type == OID_JSON) luaL_addstring(b, "::json");
   else if (v->type == OID_INT8_ARRAY) luaL_addstring(b, "::int8[]");
   else if (v->type == OID_FLOAT8_ARRAY) luaL_addstring(b, "::float8[]");
   else if (v->type == OID_BOOL_ARRAY) luaL_addstring(b, "::bool[]");
@@ -527,6 +612,8 @@ static int l_hstore(lua_State *L) {
     } else if (lua_type(L, -1) == LUA_TSTRING || lua_type(L, -1) == LUA_TNUMBER) {
       lua_pushvalue(L, -1);
       v = lua_tolstring(L, -1, &vl);
+      if (memchr(v, '\0', vl))
+        return lmk_raise(L, MK_ERR_INTERFACE, "momoko.hstore: the value of '%s' contains a NUL byte", k);
       if (mk_text_quote(b, v, vl) < 0) oom(L);
       lua_pop(L, 1);
     } else {

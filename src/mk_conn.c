@@ -48,6 +48,7 @@ struct mk_conn {
   mk_req *head, *tail;
   mk_req *inflight; /* the request being run (the head), or NULL */
   int depth;        /* nesting of enter() */
+  int cancels;      /* cancel requests still on their way to the server */
   int released;
   mk_conn_hooks hooks;
   void *ud;
@@ -203,15 +204,24 @@ int mk_req_txn_started(const mk_req *r) { return r->txn_started; }
 
 /* Connection bookkeeping */
 
+static int can_send(const mk_conn *c);
+
 static void enter(mk_conn *c) { c->depth++; }
 
+/* Requests submitted from inside a callback (depth > 0) wait here, at the outermost
+ * leave(): sending from within libpq's or a completion's call chain is not safe. */
 static void leave(mk_conn *c) {
+  while (c->depth == 1 && !c->released && can_send(c) && !c->inflight && c->head && c->cancels == 0)
+    advance(c);
   if (--c->depth > 0) return;
+  /* an idle connection is watched (to notice its death) but is no work for the loop:
+   * momoko.run() returns once nothing is connecting, queued or running */
+  if (c->io) mk_io_keepalive(c->io, c->state == MK_CONN_CONNECTING || c->head != NULL);
   if (c->state == MK_CONN_CLOSED && c->pg) {
     PQfinish(c->pg);
     c->pg = NULL;
   }
-  if (c->released) free(c);
+  if (c->released && c->cancels == 0) free(c);
 }
 
 mk_conn *mk_conn_new(mk_loop *loop, const mk_conn_hooks *hooks, void *ud) {
@@ -273,9 +283,12 @@ static void complete(mk_conn *c, mk_req *r) {
   r->done(r, r->ud);
 }
 
-/* Cancel requests run on the thread pool: PQcancel opens a connection and blocks. */
+/* Cancel requests run on the thread pool: PQcancel opens a connection and blocks.
+ * Until it returned, nothing new is sent: a cancel meant for a request that finished
+ * meanwhile would otherwise hit the next one. The job keeps c allocated until then. */
 typedef struct cancel_job {
   PGcancel *cancel;
+  mk_conn *c;
 } cancel_job;
 
 static void cancel_work(void *ud) {
@@ -287,8 +300,12 @@ static void cancel_work(void *ud) {
 
 static void cancel_after(void *ud) {
   cancel_job *job = ud;
+  mk_conn *c = job->c;
   PQfreeCancel(job->cancel);
   free(job);
+  enter(c);
+  c->cancels--;
+  leave(c); /* sends what waited for the cancel, or frees a released c */
 }
 
 static int send_cancel(mk_conn *c) {
@@ -301,10 +318,13 @@ static int send_cancel(mk_conn *c) {
     return -1;
   }
   job->cancel = cancel;
+  job->c = c;
   if (mk_work_queue(c->loop, cancel_work, cancel_after, job) < 0) {
-    cancel_after(job);
+    PQfreeCancel(cancel);
+    free(job);
     return -1;
   }
+  c->cancels++;
   return 0;
 }
 
@@ -314,7 +334,7 @@ static int send_cancel(mk_conn *c) {
 static void shut(mk_conn *c, mk_kind kind, const char *inflight_msg, const char *queued_msg,
                  mk_error *connect_err) {
   mk_req *list, *r;
-  int connecting = c->state == MK_CONN_CONNECTING || c->state == MK_CONN_NEW;
+  int connecting = c->state == MK_CONN_CONNECTING; /* a NEW one has no connect to fail */
   c->state = MK_CONN_CLOSED;
   mk_io_close(c->io);
   c->io = NULL;
@@ -428,7 +448,7 @@ static void send_step(mk_conn *c, mk_req *r) {
 
 static void advance(mk_conn *c) {
   mk_req *r;
-  if (!can_send(c) || c->inflight || !c->head) return;
+  if (!can_send(c) || c->inflight || !c->head || c->cancels > 0) return;
   r = c->head;
   c->inflight = r;
   r->step = (r->flags & MK_REQ_TXN) ? 0 : 1;
@@ -454,7 +474,13 @@ static void take_result(mk_conn *c, mk_req *r, PGresult *res) {
     return;
   case PGRES_COPY_IN:
     PQclear(res);
-    if (PQputCopyEnd(c->pg, "COPY FROM STDIN is not supported by momoko") < 0) lost(c);
+    /* the server answers the CopyFail with 57014; the kind that says why is this one */
+    if (r->err.kind == MK_ERR_NONE)
+      mk_error_set(&r->err, MK_ERR_NOT_SUPPORTED, "COPY FROM STDIN is not supported by momoko");
+    if (PQputCopyEnd(c->pg, "COPY FROM STDIN is not supported by momoko") < 0)
+      lost(c);
+    else
+      flush(c);
     return;
   case PGRES_COPY_OUT:
   case PGRES_COPY_BOTH:
@@ -502,6 +528,7 @@ static int drain_copy(mk_conn *c, mk_req *r) {
   char *buf;
   int n;
   while ((n = PQgetCopyData(c->pg, &buf, 1)) > 0) PQfreemem(buf);
+  if (!can_send(c) || c->inflight != r) return 0; /* a notice hook closed c */
   if (n == 0) return 0;
   r->copy_out = 0;
   return 1;
@@ -519,8 +546,15 @@ static void read_input(mk_conn *c) {
     mk_req *r = c->inflight;
     PGresult *res;
     if (r->copy_out && !drain_copy(c, r)) return;
+    /* libpq calls the notice hook while parsing here; it may have closed c (and ended
+     * r): look again before touching r */
     if (PQisBusy(c->pg)) return;
+    if (!can_send(c) || c->inflight != r) break;
     res = PQgetResult(c->pg);
+    if (!can_send(c) || c->inflight != r) {
+      PQclear(res);
+      break;
+    }
     if (res)
       take_result(c, r, res);
     else

@@ -87,23 +87,27 @@ mk_conn *mk_conn_new(mk_loop *loop, const mk_conn_hooks *hooks, void *ud);
  * connection is not new. */
 int mk_conn_connect(mk_conn *c, const char *conninfo, const char *const *setsession,
                     int nsetsession);
-/* Queues r and sends it at once when the connection is free. r->done runs later, or
- * before this returns only if sending found the connection dead. Returns 0, or -1 if
- * the connection is closed or not connecting/connected (r stays the caller's). */
+/* Queues r and sends it at once when the connection is free (from inside a callback
+ * of c: when that callback returns). r->done runs later, or before this returns only
+ * if sending found the connection dead. Returns 0, or -1 if the connection is closed
+ * or not connecting/connected (r stays the caller's). */
 int mk_conn_submit(mk_conn *c, mk_req *r);
 /* Cancels r: a queued request is removed and completes with QueryCanceledError before
  * this returns; a running one gets a cancel request sent to the server (on the thread
- * pool: libpq 15's cancel blocks). Returns 1 if anything was done, 0 if r is not on c. */
+ * pool: libpq 15's cancel blocks). Nothing new is sent on c until that cancel request
+ * was delivered, so that it cannot hit the next request. Returns 1 if anything was
+ * done, 0 if r is not on c. */
 int mk_conn_cancel(mk_conn *c, mk_req *r);
 /* Closes: every request completes with InterfaceError("connection closed") before this
  * returns; a running query is cancelled on the server. Idempotent. */
 void mk_conn_close(mk_conn *c);
-/* Closes, drops the hooks, and frees c once no callback of it is running and its libuv
- * handles are closed. c must not be used afterwards. */
+/* Closes, drops the hooks, and frees c once no callback of it is running and no
+ * cancel request of it is under way. c must not be used afterwards. */
 void mk_conn_release(mk_conn *c);
 
 mk_conn_state mk_conn_state_of(const mk_conn *c);
-/* 1 if requests are queued or running. */
+/* 1 if requests are queued or running. Only then (or while connecting) does c keep
+ * the loop alive; an idle connection is still watched, to notice its death. */
 int mk_conn_busy(const mk_conn *c);
 /* The PGconn (NULL before connect and after close), for escaping and status. */
 PGconn *mk_conn_pg(const mk_conn *c);

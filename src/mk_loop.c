@@ -48,6 +48,7 @@ mk_io *mk_io_new(mk_loop *loop, int fd, mk_io_fn cb, void *ud, int *err) {
     if (err) *err = rc;
     return NULL;
   }
+  io->poll.data = NULL; /* nothing of ours for other walkers of the loop (luv) */
   io->cb = cb;
   io->ud = ud;
   return io;
@@ -59,6 +60,13 @@ int mk_io_watch(mk_io *io, int events) {
   if (events & MK_READ) uev |= UV_READABLE;
   if (events & MK_WRITE) uev |= UV_WRITABLE;
   return uv_poll_start(&io->poll, uev, io_cb);
+}
+
+void mk_io_keepalive(mk_io *io, int on) {
+  if (on)
+    uv_ref((uv_handle_t *)&io->poll);
+  else
+    uv_unref((uv_handle_t *)&io->poll);
 }
 
 void mk_io_close(mk_io *io) {
@@ -77,12 +85,18 @@ mk_timer *mk_timer_new(mk_loop *loop, mk_timer_fn cb, void *ud) {
     free(t);
     return NULL;
   }
+  t->timer.data = NULL;
   t->cb = cb;
   t->ud = ud;
   return t;
 }
 
-int mk_timer_start(mk_timer *t, uint64_t ms) { return uv_timer_start(&t->timer, timer_cb, ms, 0); }
+int mk_timer_start(mk_timer *t, uint64_t ms) {
+  /* libuv's clock is cached at the start of a loop turn: Lua code may have run for a
+   * while since, and a timeout must count from now */
+  uv_update_time(t->timer.loop);
+  return uv_timer_start(&t->timer, timer_cb, ms, 0);
+}
 
 void mk_timer_stop(mk_timer *t) {
   if (t) uv_timer_stop(&t->timer);

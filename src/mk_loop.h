@@ -25,6 +25,9 @@ typedef void (*mk_timer_fn)(void *ud);
 mk_io *mk_io_new(mk_loop *loop, int fd, mk_io_fn cb, void *ud, int *err);
 /* Sets the events to watch (0 stops watching). Returns 0 or a negative libuv error. */
 int mk_io_watch(mk_io *io, int events);
+/* Whether the watcher keeps the loop running (uv_run returns when only watchers that
+ * do not are left). New watchers do. */
+void mk_io_keepalive(mk_io *io, int on);
 /* Stops and closes the watcher; its memory is freed by libuv's close callback. */
 void mk_io_close(mk_io *io);
 

@@ -168,19 +168,70 @@ typedef struct rewriter {
   mk_buf out;
   mk_sql_name *names;
   size_t count, cap;
+  size_t *slots; /* open-addressing hash of names: index + 1, 0 for empty */
+  size_t nslots; /* a power of two, more than twice count; 0 before the first name */
 } rewriter;
+
+/* FNV-1a of the n bytes at s. */
+static size_t name_hash(const char *s, size_t n) {
+  size_t h = (size_t)2166136261u, i;
+
+  for (i = 0; i < n; i++) {
+    h ^= (unsigned char)s[i];
+    h *= (size_t)16777619u;
+  }
+  return h;
+}
+
+/* Puts name number idx in the hash (there is room). */
+static void slot_put(rewriter *r, size_t idx) {
+  size_t mask = r->nslots - 1;
+  size_t h = name_hash(r->sql + r->names[idx].off, r->names[idx].len) & mask;
+
+  while (r->slots[h] != 0)
+    h = (h + 1) & mask;
+  r->slots[h] = idx + 1;
+}
+
+/* Makes the hash hold at least count + 1 names at under half load. Returns 0 or -1. */
+static int slots_grow(rewriter *r) {
+  size_t n = r->nslots ? r->nslots : 16, i;
+  size_t *slots;
+
+  if (2 * (r->count + 1) < r->nslots)
+    return 0;
+  while (2 * (r->count + 1) >= n) {
+    if (n > SIZE_MAX / 2 / sizeof *slots)
+      return -1;
+    n *= 2;
+  }
+  slots = calloc(n, sizeof *slots);
+  if (slots == NULL)
+    return -1;
+  free(r->slots);
+  r->slots = slots;
+  r->nslots = n;
+  for (i = 0; i < r->count; i++)
+    slot_put(r, i);
+  return 0;
+}
 
 /* Stores in *idx the 0-based number of the name at sql[off..off+n), adding the name
  * when it is new. Returns 0, or -1 when memory ran out. */
 static int name_index(rewriter *r, size_t off, size_t n, size_t *idx) {
-  size_t i;
+  if (r->nslots) {
+    size_t mask = r->nslots - 1, h = name_hash(r->sql + off, n) & mask;
 
-  for (i = 0; i < r->count; i++) {
-    if (r->names[i].len == n && memcmp(r->sql + r->names[i].off, r->sql + off, n) == 0) {
-      *idx = i;
-      return 0;
+    for (; r->slots[h] != 0; h = (h + 1) & mask) {
+      const mk_sql_name *nm = &r->names[r->slots[h] - 1];
+      if (nm->len == n && memcmp(r->sql + nm->off, r->sql + off, n) == 0) {
+        *idx = r->slots[h] - 1;
+        return 0;
+      }
     }
   }
+  if (slots_grow(r) != 0)
+    return -1;
   if (r->count == r->cap) {
     size_t cap = r->cap ? r->cap * 2 : 8;
     mk_sql_name *p;
@@ -194,6 +245,7 @@ static int name_index(rewriter *r, size_t off, size_t n, size_t *idx) {
   }
   r->names[r->count].off = off;
   r->names[r->count].len = n;
+  slot_put(r, r->count);
   *idx = r->count++;
   return 0;
 }
@@ -220,6 +272,8 @@ int mk_sql_named_rewrite(const char *sql, size_t len, mk_sql_named *out) {
   mk_buf_init(&r.out);
   r.names = NULL;
   r.count = r.cap = 0;
+  r.slots = NULL;
+  r.nslots = 0;
 
   while (i < len) {
     size_t end = skip_inert(sql, len, i);
@@ -241,6 +295,7 @@ int mk_sql_named_rewrite(const char *sql, size_t len, mk_sql_named *out) {
   }
   if (mk_buf_add(&r.out, sql + from, len - from) != 0 || mk_buf_cstr(&r.out) == NULL)
     goto oom;
+  free(r.slots);
   out->sql = r.out.data;
   out->sql_len = r.out.len;
   out->names = r.names;
@@ -250,6 +305,7 @@ int mk_sql_named_rewrite(const char *sql, size_t len, mk_sql_named *out) {
 oom:
   mk_buf_free(&r.out);
   free(r.names);
+  free(r.slots);
   out->sql = NULL;
   out->sql_len = 0;
   out->names = NULL;

@@ -1,0 +1,75 @@
+-- Shared by the specs: the throwaway server's DSN (from scripts/test), server-side
+-- checks through psql (independent of momoko), and bounded waiting on conditions.
+local momoko = require "momoko"
+
+local H = {}
+
+H.dsn = assert(os.getenv("MOMOKO_TEST_DSN"), "run the specs through scripts/test")
+
+local app_counter = 0
+--- A DSN with a fresh application_name, to count this spec's backends.
+function H.app_dsn(prefix)
+  app_counter = app_counter + 1
+  local app = string.format("%s_%d_%d", prefix or "spec", app_counter, math.random(1, 1e9))
+  return H.dsn .. " application_name=" .. app, app
+end
+
+--- Runs sql with psql and returns its unaligned output, trimmed.
+function H.psql(sql)
+  local p = assert(io.popen("env -u LD_PRELOAD psql -X -q -A -t -v ON_ERROR_STOP=1 -c " .. string.format("%q", sql) .. " 2>&1"))
+  local out = p:read("a")
+  local ok = p:close()
+  assert(ok, "psql failed: " .. out)
+  return (out:gsub("%s+$", ""))
+end
+
+--- Number of server backends with this application_name.
+function H.backends(app)
+  return tonumber(H.psql("SELECT count(*) FROM pg_stat_activity WHERE application_name = '" .. app .. "'"))
+end
+
+--- Runs the loop until pred() is true, checking every 10 ms, at most ms milliseconds.
+--- Returns pred's final value. Works on the main thread and in coroutines.
+function H.wait_until(pred, ms)
+  local steps = math.ceil((ms or 5000) / 10)
+  for _ = 1, steps do
+    if pred() then return true end
+    momoko.sleep(10):await()
+  end
+  return pred() and true or false
+end
+
+--- Waits until no backend of app is left (the server may need a moment after close).
+function H.no_backends(app, ms)
+  return H.wait_until(function() return H.backends(app) == 0 end, ms or 5000)
+end
+
+--- Runs fn in a coroutine and awaits it from the main thread.
+function H.async(fn, ...)
+  return momoko.spawn(fn, ...):await()
+end
+
+--- The error raised by fn(...), or nil.
+function H.error_of(fn, ...)
+  local ok, err = pcall(fn, ...)
+  if ok then return nil end
+  return err
+end
+
+--- Runs Lua code in a child lua5.4 (with the sanitizer runtime preloaded when the
+--- suite runs sanitized). Returns its output (stdout and stderr) and whether it exited 0.
+function H.run_lua(code)
+  local path = os.tmpname()
+  local f = assert(io.open(path, "w"))
+  f:write(code)
+  f:close()
+  local env = string.format("LD_PRELOAD='%s' MOMOKO_TEST_DSN='%s' ",
+    os.getenv("MOMOKO_TEST_LD_PRELOAD") or "", H.dsn)
+  local p = assert(io.popen(env .. "timeout 60 lua5.4 " .. path .. " 2>&1"))
+  local out = p:read("a")
+  local ok = p:close()
+  os.remove(path)
+  return out, ok == true
+end
+
+return H
