@@ -133,7 +133,9 @@ static size_t skip_word(const char *s, size_t len, size_t i) {
  * identifier, dollar quote, comment or word, including a$1), returns the index just
  * after it. Otherwise s[i] is a byte of code for the caller to look at itself, and i
  * is returned unchanged: that covers ':', a '$' that opens a positional parameter $n,
- * and every other operator, digit or blank byte. */
+ * and every other operator, digit or blank byte. Callers step through the text one
+ * construct, code byte or token of their own ($n, :name) at a time, so i is never
+ * inside a word. */
 static size_t skip_inert(const char *s, size_t len, size_t i) {
   char c = s[i];
   char next = i + 1 < len ? s[i + 1] : '\0';
@@ -148,12 +150,19 @@ static size_t skip_inert(const char *s, size_t len, size_t i) {
   if (c == '/' && next == '*')
     return skip_block_comment(s, len, i);
   if (c == '$') {
-    /* After an identifier byte a '$' is part of that word, never a quote. */
-    if (i > 0 && is_ident_cont(s[i - 1]))
-      return i + 1;
-    /* $n is a parameter; skip_dollar would only consume its '$' anyway. */
+    /* A '$' that continues an identifier (a$1, a$$x$$) never gets here: skip_word
+     * takes it along with the rest of the word. So this '$' starts a token of its
+     * own, as in PostgreSQL's lexer, whatever byte precedes it: after a number, a
+     * parameter (the rewriter's :name too, which becomes $k), a quote or an operator,
+     * $n is a parameter and $$ or $tag$ opens a dollar quote. Checked against
+     * PostgreSQL 15: 1$1 and $1$2 lex as separate parameters, 1$$x$$, 1$a$x$a$ and
+     * $1$$x$$ as a number or parameter then a dollar-quoted string, $$x$$$1 as a
+     * string then a parameter. A number directly followed by a letter (1e5$1,
+     * 0x1F$1) needs no care either: PostgreSQL reads the digits plus the whole
+     * identifier after them, '$' included, as one "trailing junk" token, and here the
+     * digits are plain code bytes and the letter starts a word that takes the '$'. */
     if (is_digit(next))
-      return i;
+      return i; /* $n, a parameter; skip_dollar would only consume its '$' anyway. */
     return skip_dollar(s, len, i);
   }
   if (is_ident_start(c))
@@ -281,7 +290,10 @@ int mk_sql_named_rewrite(const char *sql, size_t len, mk_sql_named *out) {
     if (end != i) {
       i = end;
     } else if (sql[i] == ':' && i + 1 < len && is_name_start(sql[i + 1]) &&
-               !(i > 0 && sql[i - 1] == ':')) {
+               !(i > 0 && (is_ident_cont(sql[i - 1]) || sql[i - 1] == ':'))) {
+      /* Not after ':' (a ::cast), nor after a letter, digit, '_', byte >= 0x80 or
+       * '$' (arr[lo:hi], arr[1:n], $1:n, :a:b), where a $k would be glued to what
+       * precedes it: lo$1 is one identifier to PostgreSQL and $$1 a dollar quote. */
       size_t j = i + 2;
       while (j < len && is_name_cont(sql[j]))
         j++;
@@ -326,8 +338,9 @@ void mk_sql_named_free(mk_sql_named *n) {
 /* ---- positional parameters ---- */
 
 /* Reports each $n outside literals and comments (see mk_sql.h). skip_inert hands back
- * a '$' only when a digit follows it and it does not continue a word, so every '$'
- * seen here opens a parameter; all its digits belong to the token. */
+ * a '$' only when a digit follows it (a '$' inside a word went with the word), so
+ * every '$' seen here opens a parameter; all its digits belong to the token, and a
+ * '$' right after them starts the next token ($1$2 is two parameters). */
 int mk_sql_scan_positional(const char *sql, size_t len, mk_sql_placeholder_fn fn, void *ud) {
   size_t i = 0;
 

@@ -18,11 +18,16 @@ typedef struct mk_sql_named {
 } mk_sql_named;
 
 /* Rewrites each :name placeholder to $n, where n numbers the distinct names in order
- * of first appearance. A placeholder is ':' followed at once by [A-Za-z_][A-Za-z0-9_]*
- * and not preceded by ':' (so ::casts are left alone). Nothing inside string literals
- * ('..', E'..', U&'..'), quoted identifiers, dollar-quoted bodies ($$..$$, $tag$..$tag$),
- * -- comments and nested slash-star comments is touched. Unterminated quotes or
- * comments are copied as they are (the server reports them).
+ * of first appearance. A placeholder is ':' followed at once by [A-Za-z_][A-Za-z0-9_]*,
+ * where the byte before the ':' (if any) is not ':' (so ::casts are left alone), not
+ * '$' and not an identifier character (letter, digit, '_', byte >= 0x80). So array
+ * slices such as arr[lo:hi] and arr[1:n] stay as they are, and so does the second name
+ * of :a:b (giving $1:b), while x=:v, (:a,:b), [:lo] and " :v" are placeholders; a $n
+ * is never glued to what precedes it (lo$1 would be one identifier, $$1 a dollar
+ * quote). Nothing inside string literals ('..', E'..', U&'..'), quoted identifiers,
+ * dollar-quoted bodies ($$..$$, $tag$..$tag$), -- comments and nested slash-star
+ * comments is touched. Unterminated quotes or comments are copied as they are (the
+ * server reports them).
  * On success returns 0 and out owns its memory (free with mk_sql_named_free);
  * returns -1 when memory ran out, with nothing to free. */
 int mk_sql_named_rewrite(const char *sql, size_t len, mk_sql_named *out);
@@ -31,11 +36,12 @@ void mk_sql_named_free(mk_sql_named *n);
 /* Calls fn(ud, number, off, len) for each positional placeholder $n (n = 1..65535 written
  * as decimal digits right after '$') found outside literals, quoted identifiers,
  * dollar-quoted bodies and comments (the same lexer as mk_sql_named_rewrite), in order;
- * off/len cover the whole "$n" token, all its digits included. A '$' followed by digits
- * that are part of an identifier (a$1) is not a placeholder. A number that is 0, above
- * 65535 or longer than 5 digits is still reported, with number = 0, so the caller can
- * raise an error. fn returns 0 to go on or non-zero to stop; the function returns that
- * value, or 0. No allocation. */
+ * off/len cover the whole "$n" token, all its digits included. As in PostgreSQL's
+ * lexer, a '$' that continues an identifier (a$1, or the e5$1 of 1e5$1) is not a
+ * placeholder, while $n right after a number or another parameter is a new one (1$1
+ * has $1; $1$2 has $1 and $2). A number that is 0, above 65535 or longer than 5 digits
+ * is still reported, with number = 0, so the caller can raise an error. fn returns 0
+ * to go on or non-zero to stop; the function returns that value, or 0. No allocation. */
 typedef int (*mk_sql_placeholder_fn)(void *ud, unsigned number, size_t off, size_t len);
 int mk_sql_scan_positional(const char *sql, size_t len, mk_sql_placeholder_fn fn, void *ud);
 

@@ -474,11 +474,31 @@ static void test_sql(void) {
   check_sql("a:::b", "a:::b", "", "sql: ':' after ':' never starts a placeholder");
   check_sql("x := :y", "x := $1", "y", "sql: := is not a placeholder");
   check_sql("SELECT : x", "SELECT : x", "", "sql: the name must follow ':' at once");
-  check_sql("SELECT arr[1:n]", "SELECT arr[1$1]", "n", "sql: arr[1:n] yields :n (documented)");
+  check_sql("SELECT arr[1:n]", "SELECT arr[1:n]", "", "sql: arr[1:n] is a slice, not :n");
+  check_sql("SELECT arr[lo:hi]", "SELECT arr[lo:hi]", "", "sql: arr[lo:hi] is a slice, not :hi");
+  check_sql("SELECT arr[lo:hi], :lo", "SELECT arr[lo:hi], $1", "lo",
+            "sql: a slice next to a real placeholder");
+  check_sql("$:a", "$:a", "", "sql: no placeholder after '$' ($$1 would open a quote)");
+  check_sql("SELECT x=:v, (:a,:b), arr[:lo], :v", "SELECT x=$1, ($2,$3), arr[$4], $1",
+            "v,a,b,lo", "sql: placeholders after =, (, ',', [ and a blank");
+  check_sql("x:a X:a _:a 9:a $1:a a$:a \xc3\xa9:a", "x:a X:a _:a 9:a $1:a a$:a \xc3\xa9:a", "",
+            "sql: no placeholder after a letter, '_', digit, '$' or byte >= 0x80");
+  check_sql("SELECT 'x':a, \"c\":b, f():c, 1.:d, -:e", "SELECT 'x'$1, \"c\"$2, f()$3, 1.$4, -$5",
+            "a,b,c,d,e", "sql: placeholders after a quote, ')', '.' and an operator");
   check_sql(":a_1b2,:_x,:1,:\xc3\xa9", "$1,$2,:1,:\xc3\xa9", "a_1b2,_x",
             "sql: name characters");
-  check_sql(":a:b", "$1$2", "a,b", "sql: adjacent placeholders");
+  check_sql(":a:b", "$1:b", "a", "sql: :a:b, the second ':' follows a name");
+  check_sql(":a :b", "$1 $2", "a,b", "sql: :a :b");
   check_sql("SELECT :a$b", "SELECT $1$b", "a", "sql: $ ends a name");
+  check_sql(":a$b$ :x $b$ :y", "$1$b$ :x $b$ $2", "a,y",
+            "sql: after a placeholder $b$ opens a dollar quote, as it does after $1");
+  check_sql(":a$$ :x $$", "$1$$ :x $$", "a", "sql: after a placeholder $$ opens a dollar quote");
+  check_sql("SELECT 1$$ :a $$, :b", "SELECT 1$$ :a $$, $1", "b",
+            "sql: a dollar quote may start right after a number");
+  check_sql("SELECT $1$$ :a $$, :b", "SELECT $1$$ :a $$, $1", "b",
+            "sql: a dollar quote may start right after a parameter");
+  check_sql("SELECT $$ :a $$$$ :b $$, :c", "SELECT $$ :a $$$$ :b $$, $1", "c",
+            "sql: two dollar quotes back to back");
   check_sql("SELECT 'abc :x", "SELECT 'abc :x", "", "sql: unterminated string copied");
   check_sql("SELECT E'abc\\", "SELECT E'abc\\", "", "sql: unterminated E'' ending in backslash");
   check_sql("SELECT \"abc :x", "SELECT \"abc :x", "", "sql: unterminated identifier copied");
@@ -529,6 +549,21 @@ static void test_positional(void) {
             "pos: out of range numbers are reported as 0");
   check_pos("$99999999999999999999", "0@0+21;", "pos: a huge number does not overflow");
   check_pos(":a, $1, arr[1:2]", "1@4+2;", "pos: :names and slices are not reported");
+  check_pos("1$1", "1@1+2;", "pos: $n right after a number is a parameter");
+  check_pos("SELECT arr[1$1]", "1@12+2;", "pos: arr[1$1] has $1");
+  check_pos("$1$2", "1@0+2;2@2+2;", "pos: $1$2 is two parameters");
+  check_pos("$1:b", "1@0+2;", "pos: $1:b");
+  check_pos("SELECT arr[lo$1]", "", "pos: lo$1 is one identifier");
+  check_pos("$$1", "", "pos: $$1 opens a dollar quote");
+  check_pos("1.$1 1.5$2", "1@2+2;2@8+2;", "pos: $n right after a decimal number");
+  check_pos("1e5$1 0x1F$2 1_0$3", "",
+            "pos: digits then a letter take the '$' along (junk to PostgreSQL)");
+  check_pos("1$$ $1 $$ $2", "2@10+2;", "pos: a dollar quote may start right after a number");
+  check_pos("1$a$ $1 $a$ $2", "2@12+2;", "pos: a tagged quote may start right after a number");
+  check_pos("$1$$ $2 $$ $3", "1@0+2;3@11+2;", "pos: a dollar quote may start right after $n");
+  check_pos("$$x$$$1", "1@5+2;", "pos: $n right after a dollar quote");
+  check_pos("'x'$1 \"c\"$2", "1@3+2;2@9+2;", "pos: $n right after a string or quoted name");
+  check_pos("$1$b$ $2 $b$ $3", "1@0+2;3@13+2;", "pos: $b$ after $1 opens a dollar quote");
   check_pos("SELECT '$1", "", "pos: unterminated string hides the rest");
   check_pos("SELECT $$ $1", "", "pos: unterminated dollar quote hides the rest");
   check_pos_stop("$1 $2 $3", 2, 42, "1@0+2;2@3+2;", "pos: non-zero from fn stops and is returned");
@@ -649,6 +684,13 @@ static int fuzz_pos(void *ud, unsigned number, size_t off, size_t len) {
   return f->bad;
 }
 
+/* 1 if a ':' right after c can never start a placeholder: ':', '$', '_', an ASCII
+ * letter or digit, or a byte >= 0x80. */
+static int glues_to_colon(char c) {
+  return c == ':' || c == '$' || c == '_' || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+         (c >= '0' && c <= '9') || (unsigned char)c >= 0x80;
+}
+
 static void fuzz(void) {
   char buf[FUZZ_MAX];
   int i, ok_arr = 1, ok_hs = 1, ok_by = 1, ok_sql = 1, ok_pos = 1, ok_rt = 1,
@@ -682,7 +724,8 @@ static void fuzz(void) {
     } else {
       for (k = 0; k < r.count; k++) {
         const mk_sql_name *nm = &r.names[k];
-        if (nm->off == 0 || nm->len == 0 || nm->off + nm->len > n || text[nm->off - 1] != ':')
+        if (nm->off == 0 || nm->len == 0 || nm->off + nm->len > n || text[nm->off - 1] != ':' ||
+            (nm->off >= 2 && glues_to_colon(text[nm->off - 2])))
           ok_sql = 0;
       }
       if (memchr(text, ':', n) == NULL && (r.sql_len != n || memcmp(r.sql, text, n) != 0))
