@@ -56,6 +56,13 @@ int lmk_raise(lua_State *L, mk_kind kind, const char *fmt, ...) {
   return lua_error(L);
 }
 
+/* Writes the value at 1 to stderr; its __tostring may raise, hence run protected. */
+static int print_unhandled(lua_State *L) {
+  fprintf(stderr, "momoko: unhandled error: %s\n", luaL_tolstring(L, 1, NULL));
+  fflush(stderr);
+  return 0;
+}
+
 void lmk_report(lua_State *L) {
   lua_getfield(L, LUA_REGISTRYINDEX, "momoko.on_error");
   if (lua_isfunction(L, -1)) {
@@ -65,9 +72,14 @@ void lmk_report(lua_State *L) {
   } else {
     lua_pop(L, 1);
   }
-  fprintf(stderr, "momoko: unhandled error: %s\n", luaL_tolstring(L, -1, NULL));
-  fflush(stderr);
-  lua_pop(L, 2);
+  lua_pushcfunction(L, print_unhandled);
+  lua_insert(L, -2);
+  if (lua_pcall(L, 1, 0, 0) != LUA_OK) {
+    fprintf(stderr, "momoko: unhandled error whose __tostring failed: %s\n",
+            lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : luaL_typename(L, -1));
+    fflush(stderr);
+    lua_pop(L, 1);
+  }
 }
 
 static int error_tostring(lua_State *L) {

@@ -134,7 +134,7 @@ static int await_k(lua_State *L, int status, lua_KContext ctx) {
 static void run_until_done(lua_State *L, lfuture *f) {
   lmk_state *st = lmk_state_of(L);
   uv_loop_t *loop;
-  if (lmk_loop_running(L, st))
+  if (lmk_loop_running(L, st) || st->callbacks > 0)
     lmk_raise(L, MK_ERR_INTERFACE,
               "cannot await on the main thread while the loop is running (inside a callback or "
               "uv.run()): await from a coroutine instead, e.g. in momoko.spawn");
@@ -187,7 +187,8 @@ static int f_error(lua_State *L) {
 
 static int f_add_done_callback(lua_State *L) {
   lfuture *f = check_future(L, 1);
-  luaL_checktype(L, 2, LUA_TFUNCTION);
+  if (!lua_isfunction(L, 2))
+    return lmk_raise(L, MK_ERR_INTERFACE, "add_done_callback: a function expected, got %s", luaL_typename(L, 2));
   lua_settop(L, 2);
   f->retrieved = 1;
   if (f->state != PENDING) {

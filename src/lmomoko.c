@@ -117,9 +117,20 @@ static void flush_orphans(lmk_state *st, int report) {
   lua_pop(L, 1);
 }
 
+static int orphan_check_lua(lua_State *L) {
+  flush_orphans(lua_touserdata(L, 1), 1);
+  return 0;
+}
+
 static void orphan_check(void *ud) {
   lmk_state *st = ud;
-  if (!st->closing) flush_orphans(st, 1);
+  lua_State *L = st->L;
+  if (st->closing) return;
+  st->callbacks++;
+  lua_pushcfunction(L, orphan_check_lua);
+  lua_pushlightuserdata(L, st);
+  if (lua_pcall(L, 1, 0, 0) != LUA_OK) lmk_report(L);
+  st->callbacks--;
 }
 
 /* Ends a coroutine run: results go to its spawn future; errors to it or on_error. */
@@ -170,7 +181,8 @@ void lmk_resume(lua_State *L, lua_State *co, int nargs) {
 static int l_spawn(lua_State *L) {
   int n = lua_gettop(L);
   lua_State *co;
-  luaL_checktype(L, 1, LUA_TFUNCTION);
+  if (!lua_isfunction(L, 1))
+    return lmk_raise(L, MK_ERR_INTERFACE, "momoko.spawn: a function expected, got %s", luaL_typename(L, 1));
   co = lua_newthread(L);
   lmk_future_new(L);
   lua_rawgetp(L, LUA_REGISTRYINDEX, &spawns_key);
@@ -202,6 +214,7 @@ struct lsleep {
   lmk_state *st;
   mk_timer *timer;
   int fref; /* the future, anchored until the timer fires or is cancelled */
+  struct lfuture *f;
   struct lsleep *next, **pprev; /* st->sleeps, closed at shutdown */
 };
 
@@ -234,11 +247,16 @@ static int sleep_fire_pcall(lua_State *L) {
 
 static void sleep_fire(void *ud) {
   lsleep *s = ud;
-  lua_State *L = s->st->L;
-  if (s->st->closing) return;
+  lmk_state *st = s->st;
+  lua_State *L = st->L;
+  int rc;
+  if (st->closing) return;
+  st->callbacks++;
   lua_pushcfunction(L, sleep_fire_pcall);
   lua_pushlightuserdata(L, s);
-  if (lua_pcall(L, 1, 0, 0) != LUA_OK) lmk_report(L);
+  rc = lua_pcall(L, 1, 0, 0);
+  st->callbacks--;
+  if (rc != LUA_OK) lmk_report(L);
 }
 
 static int sleep_cancel(lua_State *L, void *ud) {
@@ -249,11 +267,12 @@ static int sleep_cancel(lua_State *L, void *ud) {
 
 /* momoko.sleep(ms): a future resolved after ms milliseconds. */
 static int l_sleep(lua_State *L) {
-  lua_Integer ms = luaL_checkinteger(L, 1);
+  lua_Integer ms;
   lmk_state *st = lmk_state_of(L);
   lsleep *s;
   struct lfuture *f;
-  if (ms < 0) return lmk_raise(L, MK_ERR_INTERFACE, "momoko.sleep: ms must not be negative");
+  if (!lua_isinteger(L, 1) || (ms = lua_tointeger(L, 1)) < 0)
+    return lmk_raise(L, MK_ERR_INTERFACE, "momoko.sleep: ms must be a non-negative integer");
   s = malloc(sizeof *s);
   if (!s) return luaL_error(L, "not enough memory");
   s->st = st;
@@ -271,6 +290,7 @@ static int l_sleep(lua_State *L) {
   f = lmk_future_new(L);
   lua_pushvalue(L, -1);
   s->fref = luaL_ref(L, LUA_REGISTRYINDEX);
+  s->f = f;
   lmk_future_set_cancel(f, sleep_cancel, s);
   return 1;
 }
@@ -307,7 +327,8 @@ int momoko_set_loop(lua_State *L, uv_loop_t *loop) {
 
 /* momoko.set_loop(ptr): use another uv_loop_t (light userdata). */
 static int l_set_loop(lua_State *L) {
-  luaL_checktype(L, 1, LUA_TLIGHTUSERDATA);
+  if (!lua_islightuserdata(L, 1))
+    return lmk_raise(L, MK_ERR_INTERFACE, "momoko.set_loop: a uv_loop_t* light userdata expected");
   if (momoko_set_loop(L, lua_touserdata(L, 1)) < 0)
     return lmk_raise(L, MK_ERR_INTERFACE,
                      "momoko.set_loop: connections or timers already exist on the current loop");
@@ -320,8 +341,12 @@ static void shut_down(lmk_state *st) {
   if (st->closing) return;
   flush_orphans(st, 0);
   st->closing = 1;
+  lmk_pool_close_all(st);
   lmk_conn_close_all(st);
-  while (st->sleeps) sleep_free(st->sleeps);
+  while (st->sleeps) {
+    lmk_future_set_cancel(st->sleeps->f, NULL, NULL); /* the future outlives s */
+    sleep_free(st->sleeps);
+  }
   mk_timer_close(st->orphan_timer);
   st->orphan_timer = NULL;
 }
@@ -374,5 +399,6 @@ LUAMOD_API int luaopen_momoko_core(lua_State *L) {
   lmk_open_params(L);
   lmk_open_cursor(L);
   lmk_open_conn(L);
+  lmk_open_pool(L);
   return 1;
 }

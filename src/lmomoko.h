@@ -9,9 +9,11 @@
 
 #include "mk_conn.h"
 #include "mk_error.h"
+#include "mk_pool.h"
 
 #define LMK_FUTURE "momoko.Future"
 #define LMK_CONN "momoko.Connection"
+#define LMK_POOL "momoko.Pool"
 #define LMK_CURSOR "momoko.Cursor"
 #define LMK_ERROR "momoko.Error"
 #define LMK_PARAM "momoko.Param"
@@ -24,6 +26,7 @@
 #endif
 
 struct lconn;
+struct lpool;
 typedef struct lsleep lsleep;
 
 /* One per Lua state that loaded momoko.core; a userdata kept in the registry. */
@@ -32,8 +35,10 @@ typedef struct lmk_state {
   uv_loop_t *loop;     /* chosen at first use (lmk_loop) */
   int luv_loop;        /* the loop is luv's */
   int running;         /* depth of uv_run calls made by momoko */
+  int callbacks;       /* depth of momoko callbacks (from the core) running Lua */
   int closing;         /* lua_close is finalizing: no Lua from callbacks any more */
   struct lconn *conns; /* live connections, closed at shutdown */
+  struct lpool *pools; /* live pools, closed at shutdown */
   lsleep *sleeps;      /* pending momoko.sleep timers, closed at shutdown */
   int nhandles;        /* live libuv users (connections, sleeps): set_loop needs 0 */
   struct mk_timer *orphan_timer; /* reports spawn errors nobody retrieved */
@@ -94,7 +99,63 @@ void lmk_open_conn(lua_State *L);
 void lmk_open_cursor(lua_State *L);
 void lmk_open_params(lua_State *L);
 
-/* Closes every live connection (at shutdown). */
+void lmk_open_pool(lua_State *L);
+
+/* Closes every live connection / pool (at shutdown). */
 void lmk_conn_close_all(lmk_state *st);
+void lmk_pool_close_all(lmk_state *st);
+
+/* Request owners (lreq.c): a Connection or a Pool userdata starts with an lowner. Its
+ * user value 1 is a table with the options, "decoders" and "cursor_factory". */
+typedef struct lowner lowner;
+typedef struct lowner_ops {
+  /* Raises unless requests can be taken now (who names the method). */
+  void (*check)(lua_State *L, lowner *o, const char *who);
+  /* Hands r over: 0, or a refusal kind with *why, and *raise set when the refusal
+   * raises at the call (otherwise the request's future fails with it). A refused r
+   * stays the caller's. */
+  int (*submit)(lowner *o, mk_req *r, const char **why, int *raise);
+  int (*cancel)(lowner *o, mk_req *r);
+} lowner_ops;
+struct lowner {
+  const lowner_ops *ops;
+  lmk_state *st;
+  int anchor;    /* registry ref of the userdata while pending > 0 */
+  int pending;   /* outstanding requests, connects, getconns */
+  int finalized; /* __gc ran (or not yet set up): callbacks only free */
+};
+/* Anchors the owner (its userdata at idx) for one more outstanding operation. */
+void lmk_pend(lua_State *L, lowner *o, int idx);
+void lmk_unpend(lua_State *L, lowner *o);
+/* Pushes the owner's userdata while anchored, else nil. */
+void lmk_push_owner(lua_State *L, lowner *o);
+/* 1 when callbacks of o must not run Lua (finalized, or the state is closing). */
+int lmk_silent(const lowner *o);
+/* Runs fn(a, b) under lua_pcall on the main thread; errors go to on_error. */
+void lmk_protect(lmk_state *st, lua_CFunction fn, void *a, void *b);
+/* Checks a cursor_factory value (nil, "array", "dict", function); 1 for "dict". */
+int lmk_check_factory(lua_State *L, int idx, const char *who);
+/* The owner at idx after ops->check; raises InterfaceError for anything else. */
+lowner *lmk_check_owner(lua_State *L, int idx, const char *who);
+/* Adds execute, callproc, transaction, ping, _set_decoder to the table on top. */
+void lmk_add_request_methods(lua_State *L);
+/* Runs the Lua layer's connection factory runner: after_connect(future, conn,
+ * factory) with the values at those indices. */
+void lmk_run_factory(lua_State *L, int futidx, int connidx, int factoryidx);
+/* Calls the on_notice function of the options table at uvidx, if any, with the object
+ * at objidx and msg without its trailing newline. */
+void lmk_call_notice(lua_State *L, int uvidx, int objidx, const char *msg);
+
+/* Checks and copies the options shared by Connection and Pool (table at opts) into
+ * the options table at uv; raises InterfaceError naming who. Returns the loop. */
+uv_loop_t *lmk_conn_options(lua_State *L, int opts, int uv, const char *who);
+
+/* Connections lent by a pool (lconn.c). */
+/* Pushes a Connection for pc, sharing the options table of the pool at poolidx. */
+void lmk_conn_push_lent(lua_State *L, int poolidx, lowner *pool, mk_pconn *pc);
+/* The pool entry of the lent Connection at idx (and its pool), or NULL. */
+mk_pconn *lmk_conn_lent(lua_State *L, int idx, lowner **pool);
+/* Marks the Connection at idx as given back: further use raises. */
+void lmk_conn_unlend(lua_State *L, int idx);
 
 #endif

@@ -49,6 +49,7 @@ struct mk_conn {
   mk_req *inflight; /* the request being run (the head), or NULL */
   int depth;        /* nesting of enter() */
   int cancels;      /* cancel requests still on their way to the server */
+  int broken;       /* the socket reported an error: read what is left, send nothing */
   int released;
   mk_conn_hooks hooks;
   void *ud;
@@ -186,6 +187,11 @@ void mk_req_set_done(mk_req *r, mk_req_done_fn done, void *ud) {
   r->ud = ud;
 }
 
+void mk_req_get_done(const mk_req *r, mk_req_done_fn *done, void **ud) {
+  *done = r->done;
+  *ud = r->ud;
+}
+
 int mk_req_count(const mk_req *r) { return r->nstmts; }
 
 PGresult *mk_req_take_result(mk_req *r, int i) {
@@ -200,6 +206,11 @@ mk_error *mk_req_error(mk_req *r) { return r->err.kind != MK_ERR_NONE ? &r->err 
 
 int mk_req_may_have_run(const mk_req *r) { return r->may_have_run; }
 
+void mk_req_fail(mk_req *r, mk_kind kind, const char *msg) {
+  mk_error_clear(&r->err);
+  mk_error_set(&r->err, kind, msg);
+}
+
 int mk_req_txn_started(const mk_req *r) { return r->txn_started; }
 
 /* Connection bookkeeping */
@@ -211,7 +222,8 @@ static void enter(mk_conn *c) { c->depth++; }
 /* Requests submitted from inside a callback (depth > 0) wait here, at the outermost
  * leave(): sending from within libpq's or a completion's call chain is not safe. */
 static void leave(mk_conn *c) {
-  while (c->depth == 1 && !c->released && can_send(c) && !c->inflight && c->head && c->cancels == 0)
+  while (c->depth == 1 && !c->released && !c->broken && can_send(c) && !c->inflight && c->head &&
+         c->cancels == 0)
     advance(c);
   if (--c->depth > 0) return;
   /* an idle connection is watched (to notice its death) but is no work for the loop:
@@ -251,14 +263,15 @@ static void on_pq_notice(void *arg, const PGresult *res) {
   if (c->state != MK_CONN_CLOSED) notify(c, PQresultErrorMessage(res));
 }
 
-static void unlink_req(mk_conn *c, mk_req *r) {
+/* Takes r off the queue; 0 if it was not on it (already ended). */
+static int unlink_req(mk_conn *c, mk_req *r) {
   mk_req **p = &c->head;
   mk_req *prev = NULL;
   while (*p && *p != r) {
     prev = *p;
     p = &(*p)->next;
   }
-  if (!*p) return;
+  if (!*p) return 0;
   *p = r->next;
   if (c->tail == r) c->tail = prev;
   if (c->inflight == r) c->inflight = NULL;
@@ -266,12 +279,13 @@ static void unlink_req(mk_conn *c, mk_req *r) {
   r->conn = NULL;
   mk_timer_close(r->timer);
   r->timer = NULL;
+  return 1;
 }
 
 /* Ends r: unlinks it, sends the next request first (so the server works while the owner
  * handles this result), then hands r back through its done callback. */
 static void complete(mk_conn *c, mk_req *r) {
-  unlink_req(c, r);
+  if (!unlink_req(c, r)) return;
   c->last_used = mk_loop_now(c->loop);
   if (r->timed_out && r->err.kind == MK_ERR_QUERY_CANCELED) {
     char msg[96];
@@ -344,19 +358,22 @@ static void shut(mk_conn *c, mk_kind kind, const char *inflight_msg, const char 
   c->setsession = NULL;
   list = c->head;
   c->head = c->tail = NULL;
-  while (list) {
-    r = list;
-    list = r->next;
-    r->next = NULL;
+  /* Detach every request before the first callback: a callback may cancel or time
+   * out a request further down the list, which must then find it off the queue. */
+  for (r = list; r; r = r->next) {
     r->conn = NULL;
     mk_timer_close(r->timer);
     r->timer = NULL;
     if (r->err.kind == MK_ERR_NONE)
       mk_error_set(&r->err, kind, r == c->inflight ? inflight_msg : queued_msg);
-    if (r == c->inflight) c->inflight = NULL;
-    r->done(r, r->ud);
   }
   c->inflight = NULL;
+  while (list) {
+    r = list;
+    list = r->next;
+    r->next = NULL;
+    r->done(r, r->ud);
+  }
   if (connecting && connect_err && c->hooks.connected) c->hooks.connected(c, connect_err, c->ud);
 }
 
@@ -436,7 +453,8 @@ static void send_step(mk_conn *c, mk_req *r) {
     if (PQstatus(c->pg) == CONNECTION_BAD) {
       lost(c);
     } else {
-      mk_error_set(&r->err, MK_ERR_INTERFACE, PQerrorMessage(c->pg));
+      if (r->err.kind == MK_ERR_NONE) /* a failed ROLLBACK keeps the statement's error */
+        mk_error_set(&r->err, MK_ERR_INTERFACE, PQerrorMessage(c->pg));
       complete(c, r);
     }
     return;
@@ -448,7 +466,7 @@ static void send_step(mk_conn *c, mk_req *r) {
 
 static void advance(mk_conn *c) {
   mk_req *r;
-  if (!can_send(c) || c->inflight || !c->head || c->cancels > 0) return;
+  if (!can_send(c) || c->broken || c->inflight || !c->head || c->cancels > 0) return;
   r = c->head;
   c->inflight = r;
   r->step = (r->flags & MK_REQ_TXN) ? 0 : 1;
@@ -461,6 +479,13 @@ static void take_result(mk_conn *c, mk_req *r, PGresult *res) {
   switch (PQresultStatus(res)) {
   case PGRES_FATAL_ERROR:
     if (r->err.kind == MK_ERR_NONE) {
+      const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+      /* The server ended the session (57P01 admin shutdown, 57P02 crash shutdown,
+       * 57P03 cannot connect now) and answered this request with it, before any
+       * result: the request was rolled back, so it cannot have taken effect. */
+      if (state && strncmp(state, "57P0", 4) == 0 && state[4] >= '1' && state[4] <= '3' &&
+          !(r->flags & MK_REQ_TXN) && !r->results[0])
+        r->may_have_run = 0;
       mk_error_take_result(&r->err, res, PQstatus(c->pg) == CONNECTION_BAD);
       return;
     }
@@ -632,7 +657,13 @@ static void on_io(void *ud, int events, int status) {
     connect_step(c);
   } else if (can_send(c)) {
     if (status < 0) {
-      lost(c);
+      /* The socket reports an error (a reset after the server closed it). What the
+       * server sent before is still readable: usually the FATAL that says why (57P01),
+       * which tells whether the running request can have taken effect. Read it first;
+       * nothing queued is sent meanwhile (it fails as never sent). */
+      c->broken = 1;
+      read_input(c);
+      if (can_send(c)) lost(c);
     } else {
       if (events & MK_WRITE) flush(c);
       if ((events & MK_READ) && can_send(c)) read_input(c);
@@ -714,20 +745,19 @@ static void on_req_timeout(void *ud) {
   enter(c);
   if (c->inflight != r) {
     snprintf(msg, sizeof msg, "query timed out after %d ms while waiting for the connection", r->timeout_ms);
-    mk_error_set(&r->err, MK_ERR_TIMEOUT, msg);
+    mk_req_fail(r, MK_ERR_TIMEOUT, msg);
     complete(c, r);
   } else if (!r->timed_out) {
     /* ask the server to cancel; wait as long again (at least a second) for its answer */
     r->timed_out = 1;
     if (send_cancel(c) < 0 || mk_timer_start(r->timer, r->timeout_ms < 1000 ? 1000 : (uint64_t)r->timeout_ms) < 0) {
       snprintf(msg, sizeof msg, "query timed out after %d ms; cannot cancel it, connection closed", r->timeout_ms);
-      mk_error_set(&r->err, MK_ERR_TIMEOUT, msg);
+      mk_req_fail(r, MK_ERR_TIMEOUT, msg);
       lost(c);
     }
   } else {
     snprintf(msg, sizeof msg, "query timed out after %d ms; the server did not answer the cancel, connection closed", r->timeout_ms);
-    mk_error_clear(&r->err);
-    mk_error_set(&r->err, MK_ERR_TIMEOUT, msg);
+    mk_req_fail(r, MK_ERR_TIMEOUT, msg);
     lost(c);
   }
   leave(c);
@@ -765,7 +795,7 @@ int mk_conn_cancel(mk_conn *c, mk_req *r) {
   if (c->inflight == r) {
     done = send_cancel(c) == 0;
   } else {
-    mk_error_set(&r->err, MK_ERR_QUERY_CANCELED, "canceling statement due to user request (it was not sent yet)");
+    mk_req_fail(r, MK_ERR_QUERY_CANCELED, "canceling statement due to user request (it was not sent yet)");
     complete(c, r);
   }
   leave(c);

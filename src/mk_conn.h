@@ -64,15 +64,19 @@ void *mk_req_ud(const mk_req *r);
 /* The SQL of statement i as it was set. */
 const char *mk_req_sql(const mk_req *r, int i);
 void mk_req_set_done(mk_req *r, mk_req_done_fn done, void *ud);
+void mk_req_get_done(const mk_req *r, mk_req_done_fn *done, void **ud);
 /* Number of statements, and the result of statement i: ownership moves to the caller
  * (NULL when it has none or it was taken). */
 int mk_req_count(const mk_req *r);
 PGresult *mk_req_take_result(mk_req *r, int i);
 /* The error, or NULL when the request succeeded. */
 mk_error *mk_req_error(mk_req *r);
-/* 1 if any part of the request may have run on the server (a byte of it was handed to
- * a connection that was healthy at the time); 0 if it certainly did not. */
+/* 1 if the request may have taken effect on the server: it was handed to libpq on a
+ * healthy connection, and was not answered with the server ending the session before
+ * any result (57P01-57P03, which rolls it back). 0 if it certainly did not. */
 int mk_req_may_have_run(const mk_req *r);
+/* Sets the error of a request that is not queued on a connection (a pool's waiter). */
+void mk_req_fail(mk_req *r, mk_kind kind, const char *msg);
 /* 1 once a transaction's BEGIN was sent. */
 int mk_req_txn_started(const mk_req *r);
 

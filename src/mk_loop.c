@@ -102,6 +102,13 @@ void mk_timer_stop(mk_timer *t) {
   if (t) uv_timer_stop(&t->timer);
 }
 
+void mk_timer_keepalive(mk_timer *t, int on) {
+  if (on)
+    uv_ref((uv_handle_t *)&t->timer);
+  else
+    uv_unref((uv_handle_t *)&t->timer);
+}
+
 void mk_timer_close(mk_timer *t) {
   if (t) uv_close((uv_handle_t *)&t->timer, free_handle);
 }

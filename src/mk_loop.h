@@ -35,6 +35,8 @@ mk_timer *mk_timer_new(mk_loop *loop, mk_timer_fn cb, void *ud);
 /* (Re)arms a one-shot timer. Returns 0 or a negative libuv error. */
 int mk_timer_start(mk_timer *t, uint64_t ms);
 void mk_timer_stop(mk_timer *t);
+/* Whether the timer keeps the loop running while armed (new timers do). */
+void mk_timer_keepalive(mk_timer *t, int on);
 void mk_timer_close(mk_timer *t);
 
 /* Runs work(ud) on libuv's thread pool, then after(ud) on the loop thread. The job owns

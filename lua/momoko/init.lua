@@ -20,11 +20,13 @@ local M = {
   hstore = core.hstore,
   register_type = core.register_type,
   Connection = core.Connection,
+  Pool = core.Pool,
   cursors = { array = "array", dict = "dict" },
 }
 
 local Future = core.Future
 local methods = core.Connection_methods
+local pool_methods = core.Pool_methods
 
 local function is_future(v)
   return getmetatable(v) == Future
@@ -130,8 +132,9 @@ local function set_decoder(conn, globally, oid, fn)
   if globally then core.register_type(oid, fn) end
 end
 
---- conn:register_json{loads=, globally=}: json and jsonb results decode to Lua values.
-function methods.register_json(self, opts)
+--- register_json{loads=, globally=} (Connection and Pool): json and jsonb results
+--- decode to Lua values.
+local function register_json(self, opts)
   opts = opts or {}
   if type(opts) ~= "table" then error(interface_error("register_json: opts must be a table"), 2) end
   local loads = opts.loads
@@ -151,8 +154,9 @@ function methods.register_json(self, opts)
   return done(self)
 end
 
---- conn:register_hstore{globally=}: hstore results decode to tables (looks up the OID).
-function methods.register_hstore(self, opts)
+--- register_hstore{globally=} (Connection and Pool): hstore results decode to tables
+--- (looks up the OID on the server first).
+local function register_hstore(self, opts)
   opts = opts or {}
   if type(opts) ~= "table" then error(interface_error("register_hstore: opts must be a table"), 2) end
   local lookup = self:execute("SELECT to_regtype('hstore')::oid, to_regtype('hstore[]')::oid")
@@ -164,6 +168,30 @@ function methods.register_hstore(self, opts)
     set_decoder(self, opts.globally, row[1], core.hstore_decode)
     set_decoder(self, opts.globally, row[2], { array = core.hstore_decode })
     return self
+  end)
+end
+
+methods.register_json, pool_methods.register_json = register_json, register_json
+methods.register_hstore, pool_methods.register_hstore = register_hstore, register_hstore
+
+--- pool:manage(conn): a to-be-closed guard that gives conn back at scope exit.
+function pool_methods.manage(self, conn)
+  if not self:_owns(conn) then
+    error(core.error("PoolError", "manage: not a connection of this pool, or already given back"), 2)
+  end
+  return setmetatable({}, { __close = function()
+    if self:_owns(conn) then self:putconn(conn) end
+  end })
+end
+
+--- pool:mogrify(sql, params): a future of the SQL with its parameters inlined, once a
+--- connection is free (escaping follows that connection's settings).
+function pool_methods.mogrify(self, sql, params)
+  self:_check_params(sql, params) -- bad arguments raise at the call, as on a Connection
+  local get = self:getconn{ ping = false }
+  return core.spawn(function()
+    local conn <close> = get:await()
+    return conn:mogrify(sql, params)
   end)
 end
 

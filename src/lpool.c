@@ -1,0 +1,511 @@
+/* lpool: momoko.Pool, a thin userdata around one mk_pool.
+ *
+ * Requests (execute, callproc, transaction, ping) go through lreq.c. getconn lends a
+ * Connection (lconn.c) that shares the pool's options table; that table names the
+ * pool (field "pool"), so a lent connection keeps its pool alive. While a connect,
+ * request, getconn or connection setup is outstanding, the pool is anchored. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "lmomoko.h"
+
+typedef struct lpool {
+  lowner o; /* first: lreq.c sees the pool through it */
+  mk_pool *p;
+  int connect_ref; /* the future of connect() */
+  int connected;   /* connect() was called */
+  struct lpool *next, **pprev; /* st->pools */
+} lpool;
+
+typedef struct lgetconn {
+  lpool *lp;
+  int fref;
+} lgetconn;
+
+static const char pools_key = 'P'; /* registry: weak lightuserdata(lpool) -> userdata */
+
+static lpool *check_pool(lua_State *L, int idx) { return luaL_checkudata(L, idx, LMK_POOL); }
+
+/* Pushes the pool's userdata (anchored, or from the weak table), or nil. */
+static void push_pool(lua_State *L, lpool *lp) {
+  if (lp->o.pending > 0) {
+    lmk_push_owner(L, &lp->o);
+    return;
+  }
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &pools_key);
+  lua_rawgetp(L, -1, lp);
+  lua_remove(L, -2);
+}
+
+/* Requests */
+
+static void pool_check(lua_State *L, lowner *o, const char *who) {
+  lpool *lp = (lpool *)o;
+  if (!lp->p || mk_pool_closed(lp->p)) lmk_raise(L, MK_ERR_POOL, "%s: pool is closed", who);
+  if (!lp->connected) lmk_raise(L, MK_ERR_POOL, "%s: pool is not connected (call pool:connect() first)", who);
+}
+
+static int pool_submit(lowner *o, mk_req *r, const char **why, int *raise) {
+  lpool *lp = (lpool *)o;
+  *raise = 0; /* max_waiting and an unreachable server fail the request's future */
+  return mk_pool_submit(lp->p, r, why);
+}
+
+static int pool_cancel(lowner *o, mk_req *r) {
+  lpool *lp = (lpool *)o;
+  return lp->p ? mk_pool_cancel(lp->p, r) : 0;
+}
+
+static const lowner_ops pool_ops = {pool_check, pool_submit, pool_cancel};
+
+/* Hooks from the core */
+
+static int connected_lua(lua_State *L) {
+  lpool *lp = lua_touserdata(L, 1);
+  const mk_error *err = lua_touserdata(L, 2);
+  lua_settop(L, 0);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, lp->connect_ref);
+  luaL_unref(L, LUA_REGISTRYINDEX, lp->connect_ref);
+  lp->connect_ref = LUA_NOREF;
+  push_pool(L, lp);
+  lmk_unpend(L, &lp->o);
+  if (err) {
+    lmk_push_mk_error(L, err);
+    lmk_future_fail(L, 1);
+  } else {
+    lmk_future_resolve(L, 1, 1);
+  }
+  return 0;
+}
+
+static void on_connected(mk_pool *p, const mk_error *err, void *ud) {
+  lpool *lp = ud;
+  (void)p;
+  if (!lmk_silent(&lp->o)) lmk_protect(lp->o.st, connected_lua, lp, (void *)err);
+}
+
+/* Setup of a new connection: connection_factory(conn) in a coroutine; when its future
+ * is done, the lent connection is taken back and the pool told the outcome. */
+static int setup_finished(lua_State *L) {
+  lpool *lp = lua_touserdata(L, lua_upvalueindex(2));
+  lowner *pool;
+  mk_pconn *pc = lmk_conn_lent(L, lua_upvalueindex(1), &pool);
+  int ok;
+  lua_getfield(L, 1, "error");
+  lua_pushvalue(L, 1);
+  lua_call(L, 1, 1);
+  ok = lua_isnil(L, -1);
+  lmk_conn_unlend(L, lua_upvalueindex(1));
+  if (pc && !lmk_silent(&lp->o)) {
+    mk_pool_setup_done(lp->p, pc, ok);
+    lmk_unpend(L, &lp->o);
+  }
+  return 0;
+}
+
+static int setup_lua(lua_State *L) {
+  lpool *lp = lua_touserdata(L, 1);
+  mk_pconn *pc = lua_touserdata(L, 2);
+  lua_settop(L, 0);
+  push_pool(L, lp);                                 /* 1 */
+  lmk_pend(L, &lp->o, 1);
+  lmk_conn_push_lent(L, 1, &lp->o, pc);             /* 2 */
+  lmk_future_new(L);                                /* 3 */
+  lua_getiuservalue(L, 1, 1);
+  lua_getfield(L, -1, "connection_factory");        /* 5 */
+  lua_getfield(L, 3, "add_done_callback");
+  lua_pushvalue(L, 3);
+  lua_pushvalue(L, 2);
+  lua_pushlightuserdata(L, lp);
+  lua_pushcclosure(L, setup_finished, 2);
+  lua_call(L, 2, 0);
+  lmk_run_factory(L, 3, 2, 5);
+  return 0;
+}
+
+static void on_setup(mk_pool *p, mk_pconn *pc, void *ud) {
+  lpool *lp = ud;
+  if (lmk_silent(&lp->o)) {
+    mk_pool_setup_done(p, pc, 0);
+    return;
+  }
+  lmk_protect(lp->o.st, setup_lua, lp, pc);
+}
+
+static int notice_lua(lua_State *L) {
+  lpool *lp = lua_touserdata(L, 1);
+  push_pool(L, lp);
+  if (lua_isnil(L, -1)) return 0;
+  lua_getiuservalue(L, -1, 1);
+  lmk_call_notice(L, lua_gettop(L), lua_gettop(L) - 1, lua_touserdata(L, 2));
+  return 0;
+}
+
+static void on_notice(mk_pool *p, const char *msg, void *ud) {
+  lpool *lp = ud;
+  (void)p;
+  if (!lmk_silent(&lp->o)) lmk_protect(lp->o.st, notice_lua, lp, (void *)msg);
+}
+
+static const mk_pool_hooks hooks = {on_connected, on_setup, on_notice};
+
+/* Construction */
+
+static const char *const known_options[] = {
+  "dsn", "setsession", "cursor_factory", "connection_factory", "loop", "on_notice",
+  "pipeline", "statement_cache_size", "size", "max_size", "raise_connect_errors",
+  "reconnect_interval", "auto_shrink", "shrink_delay", "shrink_period", "acquire_timeout",
+  "max_waiting", "retry", NULL};
+
+/* An integer option within [min, max], or def when absent. */
+static int int_option(lua_State *L, int opts, const char *name, int def, lua_Integer min, lua_Integer max) {
+  lua_Integer v = 0;
+  if (lua_getfield(L, opts, name) == LUA_TNIL) {
+    lua_pop(L, 1);
+    return def;
+  }
+  if (!lua_isinteger(L, -1) || (v = lua_tointeger(L, -1)) < min || v > max)
+    lmk_raise(L, MK_ERR_INTERFACE, "Pool: %s must be an integer from %d to %d", name, (int)min, (int)max);
+  lua_pop(L, 1);
+  return (int)v;
+}
+
+static int bool_option(lua_State *L, int opts, const char *name, int def) {
+  int t = lua_getfield(L, opts, name), v = def;
+  if (t == LUA_TBOOLEAN) v = lua_toboolean(L, -1);
+  else if (t != LUA_TNIL) lmk_raise(L, MK_ERR_INTERFACE, "Pool: %s must be a boolean", name);
+  lua_pop(L, 1);
+  return v;
+}
+
+/* momoko.Pool(opts) */
+static int l_pool(lua_State *L) {
+  lmk_state *st = lmk_state_of(L);
+  mk_pool_opts o;
+  lpool *lp;
+  uv_loop_t *loop;
+  int uv, i, n = 0;
+  const char **sess = NULL;
+  if (!lua_istable(L, 1))
+    return lmk_raise(L, MK_ERR_INTERFACE, "Pool: an options table expected, got %s", luaL_typename(L, 1));
+  lua_settop(L, 1);
+  lua_pushnil(L);
+  while (lua_next(L, 1)) {
+    int ok = 0;
+    lua_pop(L, 1);
+    for (i = 0; known_options[i] && lua_type(L, -1) == LUA_TSTRING; i++)
+      if (strcmp(lua_tostring(L, -1), known_options[i]) == 0) ok = 1;
+    if (!ok) return lmk_raise(L, MK_ERR_INTERFACE, "Pool: unknown option '%s'", luaL_tolstring(L, -1, NULL));
+  }
+  memset(&o, 0, sizeof o);
+  o.size = int_option(L, 1, "size", 1, 1, 10000);
+  o.max_size = int_option(L, 1, "max_size", o.size, 1, 10000);
+  if (o.max_size < o.size) return lmk_raise(L, MK_ERR_INTERFACE, "Pool: max_size must not be below size");
+  o.raise_connect_errors = bool_option(L, 1, "raise_connect_errors", 1);
+  o.reconnect_interval_ms = int_option(L, 1, "reconnect_interval", 500, 1, 0x7fffffff);
+  o.auto_shrink = bool_option(L, 1, "auto_shrink", 0);
+  o.shrink_delay_ms = int_option(L, 1, "shrink_delay", 120000, 0, 0x7fffffff);
+  o.shrink_period_ms = int_option(L, 1, "shrink_period", 120000, 1, 0x7fffffff);
+  o.acquire_timeout_ms = int_option(L, 1, "acquire_timeout", 0, 1, 0x7fffffff);
+  o.max_waiting = int_option(L, 1, "max_waiting", -1, 0, 0x7fffffff);
+  lua_getfield(L, 1, "retry");
+  if (lua_isnil(L, -1) || (lua_type(L, -1) == LUA_TSTRING && strcmp(lua_tostring(L, -1), "safe") == 0))
+    o.retry = MK_RETRY_SAFE;
+  else if (lua_type(L, -1) == LUA_TSTRING && strcmp(lua_tostring(L, -1), "always") == 0)
+    o.retry = MK_RETRY_ALWAYS;
+  else if (lua_type(L, -1) == LUA_TSTRING && strcmp(lua_tostring(L, -1), "never") == 0)
+    o.retry = MK_RETRY_NEVER;
+  else
+    return lmk_raise(L, MK_ERR_INTERFACE, "Pool: retry must be \"safe\", \"always\" or \"never\"");
+  lua_pop(L, 1);
+
+  lua_createtable(L, 0, 10);
+  uv = lua_gettop(L);
+  loop = lmk_conn_options(L, 1, uv, "Pool");
+  lua_getfield(L, uv, "connection_factory");
+  o.setup = !lua_isnil(L, -1);
+  lua_pop(L, 1);
+  if (lua_getfield(L, uv, "setsession") == LUA_TTABLE) {
+    n = (int)lua_rawlen(L, -1);
+    sess = lua_newuserdatauv(L, sizeof *sess * (size_t)(n ? n : 1), 0);
+    for (i = 0; i < n; i++) {
+      lua_rawgeti(L, -2, i + 1);
+      sess[i] = lua_tostring(L, -1); /* anchored by the options table */
+      lua_pop(L, 1);
+    }
+  }
+  lua_getfield(L, uv, "dsn");
+  o.conninfo = lua_tostring(L, -1);
+  o.setsession = sess;
+  o.nsetsession = n;
+
+  lp = lua_newuserdatauv(L, sizeof *lp, 1);
+  memset(lp, 0, sizeof *lp);
+  lp->o.ops = &pool_ops;
+  lp->o.st = st;
+  lp->o.anchor = LUA_NOREF;
+  lp->o.finalized = 1;
+  lp->connect_ref = LUA_NOREF;
+  luaL_setmetatable(L, LMK_POOL);
+  lua_pushvalue(L, uv);
+  lua_setiuservalue(L, -2, 1);
+  lua_pushvalue(L, -1);
+  lua_setfield(L, uv, "pool"); /* lent connections reach their pool through it */
+  lp->p = mk_pool_new(loop, &o, &hooks, lp); /* copies conninfo and setsession */
+  if (!lp->p) return luaL_error(L, "not enough memory");
+  lp->o.finalized = 0;
+  st->nhandles++;
+  lp->next = st->pools;
+  if (st->pools) st->pools->pprev = &lp->next;
+  lp->pprev = &st->pools;
+  st->pools = lp;
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &pools_key);
+  lua_pushvalue(L, -2);
+  lua_rawsetp(L, -2, lp);
+  lua_pop(L, 1);
+  return 1;
+}
+
+static void pool_free(lpool *lp) {
+  if (!lp->p) return;
+  lp->o.finalized = 1;
+  mk_pool_release(lp->p);
+  lp->p = NULL;
+  lp->o.st->nhandles--;
+  *lp->pprev = lp->next;
+  if (lp->next) lp->next->pprev = lp->pprev;
+}
+
+void lmk_pool_close_all(lmk_state *st) {
+  while (st->pools) pool_free(st->pools);
+}
+
+static int pool_gc(lua_State *L) {
+  pool_free(check_pool(L, 1));
+  return 0;
+}
+
+/* Methods */
+
+static int pool_connect(lua_State *L) {
+  lpool *lp = check_pool(L, 1);
+  lua_settop(L, 1);
+  if (!lp->p || mk_pool_closed(lp->p)) return lmk_raise(L, MK_ERR_POOL, "connect: pool is closed");
+  if (lp->connect_ref != LUA_NOREF) {
+    lua_rawgeti(L, LUA_REGISTRYINDEX, lp->connect_ref);
+    return 1;
+  }
+  if (lp->connected) { /* connected already: a done future */
+    lmk_future_new(L);
+    lua_pushvalue(L, 1);
+    lmk_future_resolve(L, -2, 1);
+    return 1;
+  }
+  lp->connected = 1;
+  lmk_future_new(L);
+  lua_pushvalue(L, -1);
+  lp->connect_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  lmk_pend(L, &lp->o, 1);
+  mk_pool_connect(lp->p);
+  return 1;
+}
+
+static int got_lua(lua_State *L) {
+  lgetconn *g = lua_touserdata(L, 1);
+  mk_pconn *pc = lua_touserdata(L, 2);
+  const mk_error *err = lua_touserdata(L, 3);
+  lua_settop(L, 0);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, g->fref);
+  if (err) {
+    lmk_push_mk_error(L, err);
+    lmk_future_fail(L, 1);
+    return 0;
+  }
+  push_pool(L, g->lp);
+  lmk_conn_push_lent(L, 2, &g->lp->o, pc);
+  lmk_future_resolve(L, 1, 1);
+  return 0;
+}
+
+static void on_got(mk_pool *p, mk_pconn *pc, const mk_error *err, void *ud) {
+  lgetconn *g = ud;
+  lpool *lp = g->lp;
+  lua_State *L = lp->o.st->L;
+  int rc;
+  if (lmk_silent(&lp->o)) {
+    free(g);
+    return;
+  }
+  lua_pushcfunction(L, got_lua);
+  lua_pushlightuserdata(L, g);
+  lua_pushlightuserdata(L, pc);
+  lua_pushlightuserdata(L, (void *)err);
+  lp->o.st->callbacks++;
+  rc = lua_pcall(L, 3, 0, 0);
+  lp->o.st->callbacks--;
+  if (rc != LUA_OK) {
+    lmk_report(L);
+    if (pc) mk_pool_putconn(p, pc); /* nobody got it: give it back */
+  }
+  luaL_unref(L, LUA_REGISTRYINDEX, g->fref);
+  lmk_unpend(L, &lp->o);
+  free(g);
+}
+
+/* pool:getconn{ping = true}: a future of a Connection reserved until putconn. */
+static int pool_getconn(lua_State *L) {
+  lpool *lp = check_pool(L, 1);
+  int ping = 1, kind;
+  const char *why = NULL;
+  lgetconn *g;
+  pool_check(L, &lp->o, "getconn");
+  if (!lua_isnoneornil(L, 2)) {
+    if (!lua_istable(L, 2)) return lmk_raise(L, MK_ERR_INTERFACE, "getconn: opts must be a table");
+    if (lua_getfield(L, 2, "ping") != LUA_TNIL) ping = lua_toboolean(L, -1);
+  }
+  lua_settop(L, 1);
+  g = malloc(sizeof *g);
+  if (!g) return luaL_error(L, "not enough memory");
+  g->lp = lp;
+  lmk_future_new(L);
+  lua_pushvalue(L, -1);
+  g->fref = luaL_ref(L, LUA_REGISTRYINDEX);
+  lmk_pend(L, &lp->o, 1);
+  kind = mk_pool_getconn(lp->p, ping, on_got, g, &why);
+  if (kind) {
+    luaL_unref(L, LUA_REGISTRYINDEX, g->fref);
+    lmk_unpend(L, &lp->o);
+    free(g);
+    lmk_push_error(L, (mk_kind)kind, why);
+    lmk_future_fail(L, 2);
+  }
+  return 1;
+}
+
+/* pool:putconn(conn): gives a getconn'd connection back (also after close). */
+static int pool_putconn(lua_State *L) {
+  lpool *lp = check_pool(L, 1);
+  lowner *owner = NULL;
+  mk_pconn *pc = lmk_conn_lent(L, 2, &owner);
+  if (!pc || owner != &lp->o)
+    return lmk_raise(L, MK_ERR_POOL, "putconn: not a connection of this pool, or already given back");
+  if (!lp->p || mk_pool_putconn(lp->p, pc) < 0)
+    return lmk_raise(L, MK_ERR_POOL, "putconn: the connection is not reserved");
+  lmk_conn_unlend(L, 2);
+  return 0;
+}
+
+/* pool:_owns(conn): true while conn is lent by this pool (manage checks it at the call). */
+static int pool_owns(lua_State *L) {
+  lpool *lp = check_pool(L, 1);
+  lowner *owner = NULL;
+  mk_pconn *pc = lmk_conn_lent(L, 2, &owner);
+  lua_pushboolean(L, pc != NULL && owner == &lp->o);
+  return 1;
+}
+
+/* pool:_check_params(sql, params): raises InterfaceError for what execute would refuse
+ * at the call (pool:mogrify checks its arguments before it waits for a connection). */
+static int pool_check_params(lua_State *L) {
+  check_pool(L, 1);
+  lua_settop(L, 3);
+  lmk_params_check(L, 2, 3);
+  return 0;
+}
+
+static int pool_close(lua_State *L) {
+  lpool *lp = check_pool(L, 1);
+  if (lp->p) mk_pool_close(lp->p);
+  return 0;
+}
+
+static int pool_stats(lua_State *L) {
+  lpool *lp = check_pool(L, 1);
+  mk_pool_stats s;
+  memset(&s, 0, sizeof s);
+  if (lp->p) mk_pool_stats_of(lp->p, &s);
+  lua_createtable(L, 0, 10);
+#define FIELD(name)                  \
+  lua_pushinteger(L, s.name);        \
+  lua_setfield(L, -2, #name)
+  FIELD(size);
+  FIELD(free);
+  FIELD(busy);
+  FIELD(connecting);
+  FIELD(waiting);
+  FIELD(dead);
+  FIELD(acquired);
+  FIELD(timeouts);
+  FIELD(reconnects);
+  FIELD(retries);
+#undef FIELD
+  return 1;
+}
+
+static int pool_tostring(lua_State *L) {
+  lpool *lp = check_pool(L, 1);
+  mk_pool_stats s;
+  luaL_Buffer b;
+  static const char *const parts[] = {"host", "hostaddr", "port", "dbname", NULL};
+  int i, first = 1;
+  memset(&s, 0, sizeof s);
+  if (lp->p) mk_pool_stats_of(lp->p, &s);
+  lua_getiuservalue(L, 1, 1);
+  luaL_buffinit(L, &b);
+  lua_pushfstring(L, "<momoko.Pool size=%d free=%d busy=%d connecting=%d waiting=%d%s dsn=", s.size,
+                  s.free, s.busy, s.connecting, s.waiting, (!lp->p || mk_pool_closed(lp->p)) ? " closed" : "");
+  luaL_addvalue(&b);
+  for (i = 0; parts[i]; i++) {
+    if (lua_getfield(L, 2, parts[i]) == LUA_TSTRING) { /* never the password */
+      lua_pushfstring(L, "%s%s=%s", first ? "" : " ", parts[i], lua_tostring(L, -1));
+      lua_remove(L, -2);
+      luaL_addvalue(&b);
+      first = 0;
+    } else {
+      lua_pop(L, 1);
+    }
+  }
+  luaL_addchar(&b, '>');
+  luaL_pushresult(&b);
+  return 1;
+}
+
+static int pool_index(lua_State *L) {
+  lpool *lp = check_pool(L, 1);
+  const char *k = lua_tostring(L, 2);
+  if (k && strcmp(k, "closed") == 0) {
+    lua_pushboolean(L, !lp->p || mk_pool_closed(lp->p));
+    return 1;
+  }
+  lua_getmetatable(L, 1);
+  lua_getfield(L, -1, "methods");
+  lua_pushvalue(L, 2);
+  lua_rawget(L, -2);
+  return 1;
+}
+
+void lmk_open_pool(lua_State *L) {
+  static const luaL_Reg methods[] = {
+    {"connect", pool_connect}, {"getconn", pool_getconn}, {"putconn", pool_putconn},
+    {"close", pool_close},     {"stats", pool_stats},     {"_owns", pool_owns},
+    {"_check_params", pool_check_params}, {NULL, NULL}};
+  static const luaL_Reg meta[] = {
+    {"__index", pool_index}, {"__gc", pool_gc}, {"__close", pool_close},
+    {"__tostring", pool_tostring}, {NULL, NULL}};
+  luaL_newmetatable(L, LMK_POOL);
+  luaL_setfuncs(L, meta, 0);
+  luaL_newlib(L, methods);
+  lmk_add_request_methods(L);
+  lua_pushvalue(L, -1);
+  lua_setfield(L, -3, "methods");
+  lua_setfield(L, -3, "Pool_methods"); /* the Lua layer adds methods here */
+  lua_pop(L, 1);
+  lua_createtable(L, 0, 0);
+  lua_createtable(L, 0, 1);
+  lua_pushliteral(L, "v");
+  lua_setfield(L, -2, "__mode");
+  lua_setmetatable(L, -2);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &pools_key);
+  lua_pushcfunction(L, l_pool);
+  lua_setfield(L, -2, "Pool");
+}

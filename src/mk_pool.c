@@ -1,0 +1,874 @@
+/* mk_pool: the connection pool (see mk_pool.h).
+ *
+ * Connections (mk_pconn) are in one list; free ones also sit on a free list, most
+ * recently used first (acquire takes the head, shrink closes from the tail). Requests
+ * and getconn calls that find no free connection wait in one FIFO (mk_wait). A request
+ * handed to a connection keeps its mk_wait until it completes: the pool's completion
+ * callback decides on replay, gives the connection back, then hands the request to
+ * its submitter.
+ *
+ * Entries from libuv and from the owner run between enter() and leave(); the pool and
+ * connection entries are freed only at the outermost leave() (gone flags mark them). */
+#include "mk_pool.h"
+
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum pc_state {
+  PC_CONNECTING,
+  PC_SETUP,     /* connected; the owner's setup hook runs */
+  PC_FREE,
+  PC_BUSY,      /* running one pool request */
+  PC_RESERVED,  /* handed out by getconn (pinging first, or with the caller) */
+  PC_RETURNING, /* back from the caller, rolling back its open transaction */
+};
+
+struct mk_pconn {
+  mk_pool *pool;
+  mk_conn *c;
+  enum pc_state state;
+  int initial; /* one of the connections of connect(): counted for its outcome */
+  int replacement; /* opened to replace a dead connection (counted in reconnects) */
+  uint64_t last_used;
+  struct mk_wait *w; /* the request running on it (PC_BUSY) or pinging (PC_RESERVED) */
+  mk_req *rollback;  /* the ROLLBACK of PC_RETURNING */
+  int give_back_later; /* putconn_later: given back by the later timer */
+  mk_pconn *next, *prev;   /* p->conns */
+  mk_pconn *fnext, *fprev; /* p->free_head.. (PC_FREE only) */
+};
+
+typedef struct mk_wait {
+  struct mk_wait *next, *prev; /* p->wait_head.. while queued */
+  mk_pool *pool;
+  int queued;
+  mk_req *r;               /* a request; NULL for getconn */
+  mk_req_done_fn done;     /* the submitter's, restored before handing r back */
+  void *ud;
+  mk_pool_got_fn got;      /* getconn */
+  int ping;
+  mk_req *ping_req;        /* getconn's ping in flight */
+  mk_pconn *pc;            /* the connection it runs or pings on */
+  int retried;
+  mk_timer *timer;         /* acquire_timeout */
+} mk_wait;
+
+struct mk_pool {
+  mk_loop *loop;
+  mk_pool_opts o;
+  char *conninfo;
+  char **setsession;
+  mk_pool_hooks hooks;
+  void *ud;
+  int started, closed, released, depth;
+  mk_pconn *conns;
+  mk_pconn *free_head, *free_tail;
+  mk_wait *wait_head, *wait_tail;
+  int nwaiting, nconnecting, nalive;
+  int initial_left, initial_failed; /* connect(): attempts not ended yet, and failed */
+  int down; /* the last connect attempt failed: connections are reopened one at a time,
+             * every reconnect_interval, until one attempt succeeds */
+  char last_error[256];
+  char unavailable[320]; /* admit's DatabaseNotAvailable message */
+  mk_timer *reconnect_timer;
+  int reconnect_armed;
+  mk_timer *shrink_timer;
+  mk_timer *later_timer; /* gives back what putconn_later marked */
+  mk_pool_stats counters;
+};
+
+static void dispatch(mk_pool *p);
+static void keep_size(mk_pool *p);
+static void check_available(mk_pool *p);
+static void give_back(mk_pool *p, mk_pconn *pc);
+static void pc_conn_connected(mk_conn *c, const mk_error *err, void *ud);
+static void pc_conn_notice(mk_conn *c, const char *msg, void *ud);
+static void pc_conn_lost(mk_conn *c, void *ud);
+
+static const mk_conn_hooks pc_hooks = {pc_conn_connected, pc_conn_notice, pc_conn_lost};
+
+static void enter(mk_pool *p) { p->depth++; }
+
+static void free_pool(mk_pool *p);
+
+static void leave(mk_pool *p) {
+  if (--p->depth > 0) return;
+  if (p->released) free_pool(p);
+}
+
+/* Lists */
+
+static void free_push(mk_pool *p, mk_pconn *pc) {
+  pc->fprev = NULL;
+  pc->fnext = p->free_head;
+  if (p->free_head) p->free_head->fprev = pc;
+  else p->free_tail = pc;
+  p->free_head = pc;
+}
+
+static void free_unlink(mk_pool *p, mk_pconn *pc) {
+  if (pc->fprev) pc->fprev->fnext = pc->fnext;
+  else p->free_head = pc->fnext;
+  if (pc->fnext) pc->fnext->fprev = pc->fprev;
+  else p->free_tail = pc->fprev;
+  pc->fnext = pc->fprev = NULL;
+}
+
+static void wait_push(mk_pool *p, mk_wait *w, int front) {
+  w->queued = 1;
+  p->nwaiting++;
+  if (front) {
+    w->prev = NULL;
+    w->next = p->wait_head;
+    if (p->wait_head) p->wait_head->prev = w;
+    else p->wait_tail = w;
+    p->wait_head = w;
+  } else {
+    w->next = NULL;
+    w->prev = p->wait_tail;
+    if (p->wait_tail) p->wait_tail->next = w;
+    else p->wait_head = w;
+    p->wait_tail = w;
+  }
+}
+
+static void wait_unlink(mk_pool *p, mk_wait *w) {
+  if (!w->queued) return;
+  if (w->prev) w->prev->next = w->next;
+  else p->wait_head = w->next;
+  if (w->next) w->next->prev = w->prev;
+  else p->wait_tail = w->prev;
+  w->next = w->prev = NULL;
+  w->queued = 0;
+  p->nwaiting--;
+}
+
+/* Waiters */
+
+static void wait_stop_timer(mk_wait *w) {
+  mk_timer_close(w->timer);
+  w->timer = NULL;
+}
+
+/* Ends w with err (NULL: success for a request, whose r carries its outcome). Frees w;
+ * calls back the owner. */
+static void finish(mk_pool *p, mk_wait *w, mk_kind kind, const char *msg) {
+  wait_unlink(p, w);
+  wait_stop_timer(w);
+  if (w->r) {
+    mk_req *r = w->r;
+    mk_req_done_fn done = w->done;
+    void *ud = w->ud;
+    if (kind != MK_ERR_NONE) mk_req_fail(r, kind, msg);
+    mk_req_set_done(r, done, ud);
+    free(w);
+    done(r, ud);
+  } else {
+    mk_pool_got_fn got = w->got;
+    void *ud = w->ud;
+    mk_error e;
+    free(w);
+    mk_error_set(&e, kind, msg);
+    got(p, NULL, &e, ud);
+    mk_error_clear(&e);
+  }
+}
+
+/* Fails every waiter (requests and getconns) with kind and msg. */
+static void fail_waiters(mk_pool *p, mk_kind kind, const char *msg) {
+  while (p->wait_head) finish(p, p->wait_head, kind, msg);
+}
+
+static void on_acquire_timeout(void *ud) {
+  mk_wait *w = ud;
+  mk_pool *p = w->pool;
+  char msg[96];
+  enter(p);
+  p->counters.timeouts++;
+  snprintf(msg, sizeof msg, "no connection available within %d ms (acquire_timeout)", p->o.acquire_timeout_ms);
+  finish(p, w, MK_ERR_TIMEOUT, msg);
+  leave(p);
+}
+
+/* Connections */
+
+static int alive(const mk_pconn *pc) { return pc->state != PC_CONNECTING; }
+
+static void orphan_rollback_done(mk_req *r, void *ud) {
+  (void)ud;
+  mk_req_free(r);
+}
+
+/* Forgets pc and closes its connection. What still runs on it completes during the
+ * close; its waiter is detached first, so that completion sees a discarded entry. */
+static void discard(mk_pool *p, mk_pconn *pc) {
+  if (pc->w) pc->w->pc = NULL;
+  pc->w = NULL;
+  if (pc->rollback) mk_req_set_done(pc->rollback, orphan_rollback_done, NULL);
+  if (pc->state == PC_FREE) free_unlink(p, pc);
+  if (pc->state == PC_CONNECTING) p->nconnecting--;
+  else p->nalive--;
+  if (pc->prev) pc->prev->next = pc->next;
+  else p->conns = pc->next;
+  if (pc->next) pc->next->prev = pc->prev;
+  mk_conn_release(pc->c); /* completes what still runs on it; no hook calls any more */
+  free(pc);
+}
+
+enum { OPEN_INITIAL, OPEN_REPLACE, OPEN_GROW };
+
+static void open_conn(mk_pool *p, int why) {
+  mk_pconn *pc = calloc(1, sizeof *pc);
+  if (!pc) return;
+  pc->pool = p;
+  pc->initial = why == OPEN_INITIAL;
+  pc->replacement = why == OPEN_REPLACE;
+  pc->state = PC_CONNECTING;
+  pc->c = mk_conn_new(p->loop, &pc_hooks, pc);
+  if (!pc->c) {
+    free(pc);
+    return;
+  }
+  pc->next = p->conns;
+  if (p->conns) p->conns->prev = pc;
+  p->conns = pc;
+  p->nconnecting++;
+  mk_conn_connect(pc->c, p->conninfo, (const char *const *)p->setsession, p->o.nsetsession);
+}
+
+static void initial_done(mk_pool *p, mk_pconn *pc, int failed) {
+  if (!pc->initial) return;
+  pc->initial = 0;
+  if (p->initial_left <= 0) return; /* close() already ended connect() */
+  if (failed) p->initial_failed++;
+  if (--p->initial_left > 0 || !p->hooks.connected) return;
+  if (p->initial_failed > 0 && p->o.raise_connect_errors) {
+    char msg[400];
+    mk_error e;
+    snprintf(msg, sizeof msg, "%d of %d connections could not be opened: %s", p->initial_failed,
+             p->o.size, p->last_error);
+    mk_error_set(&e, MK_ERR_PARTIAL, msg);
+    p->hooks.connected(p, &e, p->ud);
+    mk_error_clear(&e);
+  } else {
+    p->hooks.connected(p, NULL, p->ud);
+  }
+}
+
+static void became_free(mk_pool *p, mk_pconn *pc) {
+  pc->state = PC_FREE;
+  pc->w = NULL;
+  pc->last_used = mk_loop_now(p->loop);
+  free_push(p, pc);
+  dispatch(p);
+}
+
+static void pc_conn_connected(mk_conn *c, const mk_error *err, void *ud) {
+  mk_pconn *pc = ud;
+  mk_pool *p = pc->pool;
+  (void)c;
+  enter(p);
+  if (err) {
+    snprintf(p->last_error, sizeof p->last_error, "%s", mk_error_message(err));
+    initial_done(p, pc, 1);
+    discard(p, pc);
+    /* also when other connections live (the server refuses new ones: too many
+     * clients, a failing setsession): the next attempt waits reconnect_interval */
+    p->down = 1;
+    keep_size(p);
+    check_available(p);
+  } else {
+    p->nconnecting--;
+    p->nalive++;
+    if (pc->replacement) p->counters.reconnects++;
+    p->down = 0;
+    if (p->o.setup && p->hooks.setup) {
+      pc->state = PC_SETUP;
+      p->hooks.setup(p, pc, p->ud);
+    } else {
+      initial_done(p, pc, 0);
+      became_free(p, pc);
+      keep_size(p);
+    }
+  }
+  leave(p);
+}
+
+void mk_pool_setup_done(mk_pool *p, mk_pconn *pc, int ok) {
+  enter(p);
+  if (pc->state == PC_SETUP) {
+    if (ok && mk_conn_state_of(pc->c) == MK_CONN_READY) {
+      initial_done(p, pc, 0);
+      became_free(p, pc);
+    } else {
+      /* the factory failed: a failed attempt, the next one waits reconnect_interval
+       * (the owner closes the connection then). Lost meanwhile with the factory
+       * content: reopened at once, like any lost connection. */
+      if (!ok) snprintf(p->last_error, sizeof p->last_error, "connection setup (connection_factory) failed");
+      initial_done(p, pc, 1);
+      discard(p, pc);
+      if (!ok) p->down = 1;
+    }
+    keep_size(p);
+    check_available(p);
+  }
+  leave(p);
+}
+
+static void pc_conn_notice(mk_conn *c, const char *msg, void *ud) {
+  mk_pconn *pc = ud;
+  (void)c;
+  if (pc->pool->hooks.notice) pc->pool->hooks.notice(pc->pool, msg, pc->pool->ud);
+}
+
+/* A connection died. A free one is replaced at once; a busy or pinging one is handled
+ * by its request's completion (which already ran); a reserved one waits for putconn,
+ * and one in setup for mk_pool_setup_done (its owner holds pc until then). */
+static void pc_conn_lost(mk_conn *c, void *ud) {
+  mk_pconn *pc = ud;
+  mk_pool *p = pc->pool;
+  (void)c;
+  enter(p);
+  if (pc->state == PC_FREE || pc->state == PC_RETURNING) {
+    discard(p, pc);
+    keep_size(p);
+    check_available(p);
+  }
+  leave(p);
+}
+
+/* 1 if a connection should be opened: one of `size` is missing (*why OPEN_REPLACE), or
+ * requests wait that no connection serves and max_size allows one more (OPEN_GROW). */
+static int needs_conn(const mk_pool *p, int *why) {
+  int total = p->nalive + p->nconnecting;
+  *why = total < p->o.size ? OPEN_REPLACE : OPEN_GROW;
+  return total < p->o.size || (p->nwaiting > p->nconnecting && total < p->o.max_size);
+}
+
+/* While down: the next attempt, one at a time, reconnect_interval after the last. */
+static void arm_retry(mk_pool *p) {
+  int why;
+  if (p->closed || !p->started || p->nconnecting > 0 || p->reconnect_armed || !needs_conn(p, &why)) return;
+  p->reconnect_armed = 1;
+  mk_timer_start(p->reconnect_timer, (uint64_t)p->o.reconnect_interval_ms);
+}
+
+static void on_reconnect_timer(void *ud) {
+  mk_pool *p = ud;
+  int why;
+  enter(p);
+  p->reconnect_armed = 0;
+  if (!p->closed && p->nconnecting == 0 && needs_conn(p, &why)) open_conn(p, why);
+  leave(p);
+}
+
+/* Keeps `size` connections open or opening. While the server is down, one attempt
+ * every reconnect_interval; otherwise all missing ones at once. */
+static void keep_size(mk_pool *p) {
+  if (p->closed || !p->started) return;
+  if (p->down) {
+    arm_retry(p);
+    return;
+  }
+  while (p->nalive + p->nconnecting < p->o.size) {
+    int before = p->nconnecting + p->nalive;
+    open_conn(p, OPEN_REPLACE);
+    if (p->nconnecting + p->nalive == before || p->down) break; /* failed at once */
+  }
+}
+
+/* While no connection is open or opening and the last attempt failed, nothing can serve
+ * a waiter before the next attempt (reconnect_interval away): they fail now, as new
+ * requests are refused (admit). */
+static void check_available(mk_pool *p) {
+  char msg[320];
+  if (p->closed || !p->down || p->nalive > 0 || p->nconnecting > 0 || !p->wait_head) return;
+  snprintf(msg, sizeof msg, "no connection to the database could be opened: %s", p->last_error);
+  fail_waiters(p, MK_ERR_NOT_AVAILABLE, msg);
+}
+
+/* Opens connections for waiters no connection serves, never past max_size. */
+static void grow(mk_pool *p) {
+  if (p->down) { /* the last attempt failed (too many clients?): retry later */
+    arm_retry(p);
+    return;
+  }
+  while (!p->closed && p->nwaiting > p->nconnecting &&
+         p->nalive + p->nconnecting < p->o.max_size) {
+    int before = p->nconnecting + p->nalive;
+    open_conn(p, OPEN_GROW);
+    if (p->nconnecting + p->nalive == before) break;
+  }
+}
+
+/* Requests on connections */
+
+static void pool_req_done(mk_req *r, void *ud);
+
+/* Sends w's request on pc. Returns 0, or -1 if pc turned out to be closed. */
+static int run_on(mk_wait *w, mk_pconn *pc) {
+  pc->state = PC_BUSY;
+  pc->w = w;
+  w->pc = pc;
+  mk_req_set_done(w->r, pool_req_done, w);
+  if (mk_conn_submit(pc->c, w->r) < 0) {
+    pc->w = NULL;
+    w->pc = NULL;
+    return -1;
+  }
+  return 0;
+}
+
+static int may_replay(const mk_pool *p, const mk_wait *w) {
+  const mk_req *r = w->r;
+  if (p->closed || w->retried || p->o.retry == MK_RETRY_NEVER || mk_req_txn_started(r)) return 0;
+  return p->o.retry == MK_RETRY_ALWAYS || !mk_req_may_have_run(r);
+}
+
+static void pool_req_done(mk_req *r, void *ud) {
+  mk_wait *w = ud;
+  mk_pool *p = w->pool;
+  mk_pconn *pc = w->pc; /* NULL if the pool already discarded the connection */
+  int died = !pc || mk_conn_state_of(pc->c) == MK_CONN_CLOSED;
+  enter(p);
+  if (pc) pc->w = NULL;
+  w->pc = NULL;
+  if (died) {
+    int replay = mk_req_error(r) && may_replay(p, w);
+    if (pc) discard(p, pc);
+    if (replay) {
+      w->retried = 1;
+      p->counters.retries++;
+      mk_req_reset(r);
+      wait_push(p, w, 1);
+      keep_size(p);
+      dispatch(p);
+      leave(p);
+      return;
+    }
+    keep_size(p);
+  } else {
+    give_back(p, pc);
+  }
+  finish(p, w, MK_ERR_NONE, NULL);
+  leave(p);
+}
+
+/* getconn */
+
+static void deliver(mk_pool *p, mk_wait *w, mk_pconn *pc) {
+  mk_pool_got_fn got = w->got;
+  void *ud = w->ud;
+  wait_stop_timer(w);
+  free(w);
+  pc->w = NULL;
+  got(p, pc, NULL, ud);
+}
+
+static void ping_done(mk_req *r, void *ud) {
+  mk_wait *w = ud;
+  mk_pool *p = w->pool;
+  mk_pconn *pc = w->pc;
+  int ok = pc && mk_req_error(r) == NULL && mk_conn_state_of(pc->c) == MK_CONN_READY;
+  enter(p);
+  mk_req_free(r);
+  w->ping_req = NULL;
+  w->pc = NULL;
+  if (ok) {
+    deliver(p, w, pc);
+  } else {
+    if (pc) discard(p, pc); /* a dead connection is never handed out: wait for another */
+    if (p->closed) {
+      finish(p, w, MK_ERR_POOL, "pool is closed");
+    } else {
+      wait_push(p, w, 1);
+      keep_size(p);
+      dispatch(p);
+    }
+  }
+  leave(p);
+}
+
+/* Hands pc to the getconn waiter w, pinging it first when asked and it was idle for
+ * a second or more. */
+static void reserve(mk_pool *p, mk_wait *w, mk_pconn *pc) {
+  pc->state = PC_RESERVED;
+  if (w->ping && mk_loop_now(p->loop) - pc->last_used >= 1000) {
+    mk_req *r = mk_req_new(1, 0, 0, ping_done, w);
+    if (r && mk_req_stmt(r, 0, "SELECT 1", 8, -1) == 0) {
+      pc->w = w;
+      w->pc = pc;
+      w->ping_req = r;
+      if (mk_conn_submit(pc->c, r) == 0) return;
+      w->ping_req = NULL;
+      w->pc = NULL;
+      pc->w = NULL;
+    }
+    mk_req_free(r);
+    discard(p, pc);
+    wait_push(p, w, 1);
+    keep_size(p);
+    return;
+  }
+  deliver(p, w, pc);
+}
+
+/* 1 if the free connection pc is known to be dead. The loop notices a killed backend
+ * or a stopped server on an idle connection only when it runs; a request handed out
+ * before that (the same loop turn as the kill) would meet the dead socket. An idle
+ * connection's socket has nothing to read, so anything readable is looked at now:
+ * libpq reads it (PQconsumeInput does not parse, so no callback runs) and reports
+ * end-of-file or a reset as CONNECTION_BAD. */
+static int free_conn_dead(mk_pconn *pc) {
+  PGconn *pg = mk_conn_pg(pc->c);
+  struct pollfd pfd;
+  int i;
+  if (!pg || mk_conn_state_of(pc->c) != MK_CONN_READY || PQstatus(pg) == CONNECTION_BAD) return 1;
+  pfd.fd = PQsocket(pg);
+  pfd.events = POLLIN;
+  if (pfd.fd < 0) return 1;
+  for (i = 0; i < 4; i++) { /* the FATAL message, then end-of-file */
+    pfd.revents = 0;
+    if (poll(&pfd, 1, 0) <= 0) return 0;
+    if (pfd.revents & (POLLERR | POLLHUP | POLLNVAL)) return 1;
+    if (!PQconsumeInput(pg)) return 1;
+  }
+  return PQstatus(pg) == CONNECTION_BAD;
+}
+
+/* Hands free connections to waiters, oldest waiter first, then grows for the rest. */
+static void dispatch(mk_pool *p) {
+  while (!p->closed && p->wait_head && p->free_head) {
+    mk_wait *w = p->wait_head;
+    mk_pconn *pc = p->free_head;
+    if (free_conn_dead(pc)) { /* never handed out: replaced like any lost free one */
+      discard(p, pc);
+      keep_size(p);
+      continue;
+    }
+    wait_unlink(p, w);
+    free_unlink(p, pc);
+    wait_stop_timer(w);
+    p->counters.acquired++;
+    if (w->r) {
+      if (run_on(w, pc) < 0) {
+        discard(p, pc);
+        wait_push(p, w, 1);
+        keep_size(p);
+      }
+    } else {
+      reserve(p, w, pc);
+    }
+  }
+  grow(p);
+  check_available(p);
+}
+
+static void rollback_done(mk_req *r, void *ud) {
+  mk_pconn *pc = ud; /* discard() redirects this callback: pc is still in the pool */
+  mk_pool *p = pc->pool;
+  int ok = mk_req_error(r) == NULL && mk_conn_state_of(pc->c) == MK_CONN_READY;
+  enter(p);
+  mk_req_free(r);
+  pc->rollback = NULL;
+  if (ok) {
+    became_free(p, pc);
+  } else {
+    discard(p, pc);
+    keep_size(p);
+  }
+  leave(p);
+}
+
+/* A connection comes back (after a request or putconn): free, after a ROLLBACK if a
+ * transaction is open, or discarded if dead or still running something. */
+static void give_back(mk_pool *p, mk_pconn *pc) {
+  PGconn *pg = mk_conn_pg(pc->c);
+  PGTransactionStatusType ts = pg ? PQtransactionStatus(pg) : PQTRANS_UNKNOWN;
+  if (p->closed) {
+    discard(p, pc);
+    return;
+  }
+  if (mk_conn_state_of(pc->c) != MK_CONN_READY || mk_conn_busy(pc->c) || ts == PQTRANS_UNKNOWN ||
+      ts == PQTRANS_ACTIVE) {
+    discard(p, pc);
+    keep_size(p);
+    return;
+  }
+  if (ts == PQTRANS_IDLE) {
+    became_free(p, pc);
+    return;
+  }
+  {
+    mk_req *r = mk_req_new(1, 0, 0, rollback_done, pc);
+    pc->state = PC_RETURNING;
+    if (!r || mk_req_stmt(r, 0, "ROLLBACK", 8, -1) < 0 || mk_conn_submit(pc->c, r) < 0) {
+      mk_req_free(r);
+      discard(p, pc);
+      keep_size(p);
+      return;
+    }
+    pc->rollback = r;
+  }
+}
+
+/* The shrink timer: closes free connections idle for shrink_delay, least recently used
+ * first, never below size. */
+static void on_later_timer(void *ud);
+
+static void on_shrink_timer(void *ud) {
+  mk_pool *p = ud;
+  uint64_t now;
+  enter(p);
+  now = mk_loop_now(p->loop);
+  while (!p->closed && p->nalive > p->o.size && p->free_tail &&
+         now - p->free_tail->last_used >= (uint64_t)p->o.shrink_delay_ms)
+    discard(p, p->free_tail);
+  if (!p->closed) mk_timer_start(p->shrink_timer, (uint64_t)p->o.shrink_period_ms);
+  leave(p);
+}
+
+static void on_later_timer(void *ud) {
+  mk_pool *p = ud;
+  mk_pconn *pc;
+  enter(p);
+  for (;;) { /* give_back runs callbacks: look again from the head each time */
+    for (pc = p->conns; pc && !pc->give_back_later; pc = pc->next) {}
+    if (!pc) break;
+    pc->give_back_later = 0;
+    if (pc->state == PC_RESERVED && !pc->w) give_back(p, pc);
+  }
+  leave(p);
+}
+
+void mk_pool_putconn_later(mk_pool *p, mk_pconn *pc) {
+  pc->give_back_later = 1;
+  mk_timer_start(p->later_timer, 0);
+}
+
+/* API */
+
+mk_pool *mk_pool_new(mk_loop *loop, const mk_pool_opts *opts, const mk_pool_hooks *hooks, void *ud) {
+  mk_pool *p = calloc(1, sizeof *p);
+  int i;
+  if (!p) return NULL;
+  p->loop = loop;
+  p->o = *opts;
+  if (hooks) p->hooks = *hooks;
+  p->ud = ud;
+  p->conninfo = strdup(opts->conninfo);
+  p->setsession = calloc((size_t)(opts->nsetsession > 0 ? opts->nsetsession : 1), sizeof(char *));
+  p->reconnect_timer = mk_timer_new(loop, on_reconnect_timer, p);
+  p->shrink_timer = mk_timer_new(loop, on_shrink_timer, p);
+  p->later_timer = mk_timer_new(loop, on_later_timer, p);
+  if (!p->conninfo || !p->setsession || !p->reconnect_timer || !p->shrink_timer || !p->later_timer)
+    goto fail;
+  /* maintenance does not keep momoko.run() going */
+  mk_timer_keepalive(p->reconnect_timer, 0);
+  mk_timer_keepalive(p->shrink_timer, 0);
+  for (i = 0; i < opts->nsetsession; i++)
+    if (!(p->setsession[i] = strdup(opts->setsession[i]))) goto fail;
+  p->o.conninfo = NULL;
+  p->o.setsession = NULL;
+  return p;
+fail:
+  p->released = 1;
+  free_pool(p);
+  return NULL;
+}
+
+static void free_pool(mk_pool *p) {
+  int i;
+  mk_timer_close(p->reconnect_timer);
+  mk_timer_close(p->shrink_timer);
+  mk_timer_close(p->later_timer);
+  for (i = 0; p->setsession && i < p->o.nsetsession; i++) free(p->setsession[i]);
+  free(p->setsession);
+  free(p->conninfo);
+  free(p);
+}
+
+int mk_pool_connect(mk_pool *p) {
+  int i;
+  if (p->started || p->closed) return -1;
+  enter(p);
+  p->started = 1;
+  p->initial_left = p->o.size;
+  for (i = 0; i < p->o.size && !p->closed; i++) open_conn(p, OPEN_INITIAL);
+  if (p->o.auto_shrink && !p->closed) mk_timer_start(p->shrink_timer, (uint64_t)p->o.shrink_period_ms);
+  leave(p);
+  return 0;
+}
+
+/* Common admission of a request or getconn waiter. Returns 0 or a refusal kind. */
+static int admit(mk_pool *p, const char **why) {
+  if (p->closed) {
+    *why = "pool is closed";
+    return MK_ERR_POOL;
+  }
+  if (!p->started) {
+    *why = "pool is not connected (call pool:connect() first)";
+    return MK_ERR_POOL;
+  }
+  if (p->down && p->nalive == 0 && p->nconnecting == 0) {
+    snprintf(p->unavailable, sizeof p->unavailable, "no connection to the database could be opened: %s",
+             p->last_error);
+    *why = p->unavailable;
+    return MK_ERR_NOT_AVAILABLE;
+  }
+  if (!p->free_head && p->o.max_waiting >= 0 && p->nwaiting >= p->o.max_waiting) {
+    *why = "too many requests waiting for a connection (max_waiting)";
+    return MK_ERR_POOL;
+  }
+  return 0;
+}
+
+static mk_wait *new_wait(mk_pool *p) {
+  mk_wait *w = calloc(1, sizeof *w);
+  if (!w) return NULL;
+  w->pool = p;
+  if (p->o.acquire_timeout_ms > 0) {
+    w->timer = mk_timer_new(p->loop, on_acquire_timeout, w);
+    if (!w->timer || mk_timer_start(w->timer, (uint64_t)p->o.acquire_timeout_ms) < 0) {
+      mk_timer_close(w->timer);
+      free(w);
+      return NULL;
+    }
+  }
+  return w;
+}
+
+int mk_pool_submit(mk_pool *p, mk_req *r, const char **why) {
+  mk_wait *w;
+  int kind = admit(p, why);
+  if (kind) return kind;
+  if (!(w = new_wait(p))) {
+    *why = "out of memory";
+    return MK_ERR_INTERFACE;
+  }
+  w->r = r;
+  mk_req_get_done(r, &w->done, &w->ud); /* restored by finish() */
+  mk_req_set_done(r, pool_req_done, w);
+  enter(p);
+  wait_push(p, w, 0);
+  dispatch(p);
+  leave(p);
+  return 0;
+}
+
+int mk_pool_cancel(mk_pool *p, mk_req *r) {
+  mk_wait *w = mk_req_ud(r);
+  int done = 0;
+  enter(p);
+  if (w->queued) {
+    finish(p, w, MK_ERR_QUERY_CANCELED, "canceling statement due to user request (it was not sent yet)");
+    done = 1;
+  } else if (w->pc) {
+    done = mk_conn_cancel(w->pc->c, r);
+  }
+  leave(p);
+  return done;
+}
+
+int mk_pool_getconn(mk_pool *p, int ping, mk_pool_got_fn got, void *ud, const char **why) {
+  mk_wait *w;
+  int kind = admit(p, why);
+  if (kind) return kind;
+  if (!(w = new_wait(p))) {
+    *why = "out of memory";
+    return MK_ERR_INTERFACE;
+  }
+  w->got = got;
+  w->ud = ud;
+  w->ping = ping;
+  enter(p);
+  wait_push(p, w, 0);
+  dispatch(p);
+  leave(p);
+  return 0;
+}
+
+int mk_pool_putconn(mk_pool *p, mk_pconn *pc) {
+  if (pc->pool != p || pc->state != PC_RESERVED || pc->w) return -1;
+  enter(p);
+  give_back(p, pc); /* closed pool: discards it */
+  leave(p);
+  return 0;
+}
+
+mk_conn *mk_pconn_conn(const mk_pconn *pc) { return pc->c; }
+
+mk_pool *mk_pconn_pool(const mk_pconn *pc) { return pc->pool; }
+
+int mk_pconn_reserved(const mk_pconn *pc) { return pc->state == PC_RESERVED || pc->state == PC_SETUP; }
+
+/* 1 while pc is in its holder's hands: reserved (not pinging), or in setup. */
+static int held(const mk_pconn *pc) {
+  return (pc->state == PC_RESERVED && !pc->w) || pc->state == PC_SETUP;
+}
+
+/* The next connection close() has to deal with: held ones already closed stay with
+ * their holders until putconn or mk_pool_setup_done. */
+static mk_pconn *next_to_close(mk_pool *p) {
+  mk_pconn *pc;
+  for (pc = p->conns; pc; pc = pc->next)
+    if (!(held(pc) && mk_conn_state_of(pc->c) == MK_CONN_CLOSED)) return pc;
+  return NULL;
+}
+
+void mk_pool_close(mk_pool *p) {
+  mk_pconn *pc;
+  if (p->closed) return;
+  enter(p);
+  p->closed = 1;
+  mk_timer_stop(p->reconnect_timer);
+  mk_timer_stop(p->shrink_timer);
+  if (p->initial_left > 0) {
+    p->initial_left = 0;
+    if (p->hooks.connected) {
+      mk_error e;
+      mk_error_set(&e, MK_ERR_POOL, "pool is closed");
+      p->hooks.connected(p, &e, p->ud);
+      mk_error_clear(&e);
+    }
+  }
+  fail_waiters(p, MK_ERR_POOL, "pool is closed");
+  /* Running requests complete with InterfaceError("connection closed") as their
+   * connection closes. Reserved connections are closed for their holders, who still
+   * give them back (putconn frees them). Callbacks run in between: start over from the
+   * list's head each time. */
+  while ((pc = next_to_close(p))) {
+    if (held(pc))
+      mk_conn_close(pc->c);
+    else
+      discard(p, pc);
+  }
+  leave(p);
+}
+
+void mk_pool_release(mk_pool *p) {
+  enter(p);
+  mk_pool_close(p);
+  memset(&p->hooks, 0, sizeof p->hooks);
+  while (p->conns) discard(p, p->conns);
+  p->released = 1;
+  leave(p);
+}
+
+int mk_pool_closed(const mk_pool *p) { return p->closed; }
+
+void mk_pool_stats_of(const mk_pool *p, mk_pool_stats *s) {
+  const mk_pconn *pc;
+  *s = p->counters;
+  s->size = p->nalive;
+  s->connecting = p->nconnecting;
+  s->waiting = p->nwaiting;
+  s->free = s->busy = 0;
+  for (pc = p->conns; pc; pc = pc->next) {
+    if (pc->state == PC_FREE) s->free++;
+    else if (alive(pc)) s->busy++;
+  }
+  s->dead = p->started && !p->closed && p->nalive + p->nconnecting < p->o.size
+              ? p->o.size - p->nalive - p->nconnecting : 0;
+}

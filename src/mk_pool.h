@@ -1,0 +1,92 @@
+/* mk_pool: a pool of mk_conn connections to one server. It opens `size` connections,
+ * grows up to `max_size` only for requests that wait, hands each request to a free
+ * connection (or queues it, FIFO, bounded by acquire_timeout and max_waiting), watches
+ * idle connections and reopens dead ones every reconnect_interval, replays requests
+ * whose connection died according to the retry policy, shrinks idle connections, and
+ * reserves connections for getconn/putconn.
+ *
+ * Every submitted request and every getconn completes exactly once, also when the pool
+ * closes. Callbacks may re-enter the pool (submit, getconn, putconn, close, release);
+ * the pool stays allocated until the outermost callback returns. */
+#ifndef MK_POOL_H
+#define MK_POOL_H
+
+#include "mk_conn.h"
+
+typedef struct mk_pool mk_pool;
+typedef struct mk_pconn mk_pconn; /* one connection of the pool */
+
+typedef enum mk_retry { MK_RETRY_SAFE, MK_RETRY_ALWAYS, MK_RETRY_NEVER } mk_retry;
+
+typedef struct mk_pool_opts {
+  const char *conninfo;             /* copied */
+  const char *const *setsession;    /* copied */
+  int nsetsession;
+  int size;                         /* >= 1 */
+  int max_size;                     /* >= size */
+  int raise_connect_errors;
+  int reconnect_interval_ms;
+  int auto_shrink;
+  int shrink_delay_ms, shrink_period_ms;
+  int acquire_timeout_ms;           /* 0: none */
+  int max_waiting;                  /* < 0: none */
+  mk_retry retry;
+  int setup;                        /* call hooks.setup for every new connection */
+} mk_pool_opts;
+
+typedef struct mk_pool_hooks {
+  /* pool connect() ended: every one of the first `size` connections was tried. err is
+   * NULL on success (or with raise_connect_errors off). */
+  void (*connected)(mk_pool *p, const mk_error *err, void *ud);
+  /* A new connection finished connecting (setsession included); the owner prepares it
+   * (connection_factory) and calls mk_pool_setup_done. Only with opts.setup. */
+  void (*setup)(mk_pool *p, mk_pconn *pc, void *ud);
+  /* A notice of one of the pool's connections. */
+  void (*notice)(mk_pool *p, const char *msg, void *ud);
+} mk_pool_hooks;
+
+/* getconn's outcome: pc reserved for the caller, or err (pc NULL). */
+typedef void (*mk_pool_got_fn)(mk_pool *p, mk_pconn *pc, const mk_error *err, void *ud);
+
+typedef struct mk_pool_stats {
+  int size, free, busy, connecting, waiting, dead;
+  long long acquired, timeouts, reconnects, retries;
+} mk_pool_stats;
+
+/* Validated options (the owner checks ranges). NULL when memory ran out. */
+mk_pool *mk_pool_new(mk_loop *loop, const mk_pool_opts *opts, const mk_pool_hooks *hooks, void *ud);
+/* Opens `size` connections. Returns 0, or -1 if connect was already called. */
+int mk_pool_connect(mk_pool *p);
+/* Runs r on a free connection, or queues it. Returns 0, or an error kind when r was
+ * refused at once (the pool is closed: MK_ERR_POOL; too many waiting: MK_ERR_POOL with
+ * *why set; no connection can be opened: MK_ERR_NOT_AVAILABLE). r stays the caller's
+ * when refused. */
+int mk_pool_submit(mk_pool *p, mk_req *r, const char **why);
+/* Cancels r (queued: completes with QueryCanceledError; running: cancel sent). */
+int mk_pool_cancel(mk_pool *p, mk_req *r);
+/* Reserves a connection; got() runs when one is ready (pinged first when ping is set
+ * and the connection was idle for a second or more), or with the error that ended the
+ * wait. Returns 0, or the refusal kind as submit (got is then not called). */
+int mk_pool_getconn(mk_pool *p, int ping, mk_pool_got_fn got, void *ud, const char **why);
+/* Gives a reserved connection back. Returns 0, or -1 if pc is not reserved. An open
+ * transaction is rolled back first; a running query is cancelled and the connection
+ * discarded; a dead one is replaced. */
+int mk_pool_putconn(mk_pool *p, mk_pconn *pc);
+/* putconn from a finalizer: pc goes back on the next loop turn (nothing runs now). */
+void mk_pool_putconn_later(mk_pool *p, mk_pconn *pc);
+/* The setup hook's answer: ok 0 discards the connection (and reopens later). */
+void mk_pool_setup_done(mk_pool *p, mk_pconn *pc, int ok);
+/* The connection of pc (valid while pc is reserved or in setup). */
+mk_conn *mk_pconn_conn(const mk_pconn *pc);
+mk_pool *mk_pconn_pool(const mk_pconn *pc);
+/* 1 while pc is reserved by getconn (or being set up). */
+int mk_pconn_reserved(const mk_pconn *pc);
+/* Closes: waiting requests fail with PoolError("pool is closed"), running ones with
+ * InterfaceError, getconn waiters with PoolError; timers stop. Idempotent. */
+void mk_pool_close(mk_pool *p);
+/* Closes, drops the hooks, and frees p when no callback of it runs any more. */
+void mk_pool_release(mk_pool *p);
+int mk_pool_closed(const mk_pool *p);
+void mk_pool_stats_of(const mk_pool *p, mk_pool_stats *s);
+
+#endif
