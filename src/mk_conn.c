@@ -5,6 +5,7 @@
  * c->state, and PQfinish and free(c) wait until the outermost leave(). */
 #include "mk_conn.h"
 
+#include <openssl/ssl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -559,6 +560,14 @@ static int drain_copy(mk_conn *c, mk_req *r) {
   return 1;
 }
 
+/* 1 if TLS data was decrypted by OpenSSL but not yet taken by libpq. libpq 15 checks
+ * this only in its own blocking waits; over a non-blocking socket poll, such bytes (the
+ * rest of a record that did not fit libpq's buffer) would wait for the next packet. */
+static int tls_pending(mk_conn *c) {
+  SSL *ssl = PQsslInUse(c->pg) ? PQsslStruct(c->pg, "OpenSSL") : NULL;
+  return ssl && SSL_pending(ssl) > 0;
+}
+
 static void read_input(mk_conn *c) {
   PGnotify *note;
   if (!PQconsumeInput(c->pg)) {
@@ -573,7 +582,15 @@ static void read_input(mk_conn *c) {
     if (r->copy_out && !drain_copy(c, r)) return;
     /* libpq calls the notice hook while parsing here; it may have closed c (and ended
      * r): look again before touching r */
-    if (PQisBusy(c->pg)) return;
+    if (PQisBusy(c->pg)) {
+      if (!can_send(c) || c->inflight != r || !tls_pending(c)) return;
+      /* bytes already inside OpenSSL: the socket will not say so, read them now */
+      if (!PQconsumeInput(c->pg)) {
+        lost(c);
+        return;
+      }
+      continue;
+    }
     if (!can_send(c) || c->inflight != r) break;
     res = PQgetResult(c->pg);
     if (!can_send(c) || c->inflight != r) {
