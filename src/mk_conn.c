@@ -5,6 +5,8 @@
  * c->state, and PQfinish and free(c) wait until the outermost leave(). */
 #include "mk_conn.h"
 
+#include "mk_cancel.h"
+
 #include <openssl/ssl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -49,7 +51,8 @@ struct mk_conn {
   mk_req *head, *tail;
   mk_req *inflight; /* the request being run (the head), or NULL */
   int depth;        /* nesting of enter() */
-  int cancels;      /* cancel requests still on their way to the server */
+  struct pending_cancel *cancels; /* cancel requests still on their way to the server */
+  mk_timer *recheck; /* looks again for delivered cancels while requests wait */
   int broken;       /* the socket reported an error: read what is left, send nothing */
   int released;
   mk_conn_hooks hooks;
@@ -63,6 +66,8 @@ struct mk_conn {
 
 static void lost(mk_conn *c);
 static void advance(mk_conn *c);
+static int cancels_pending(mk_conn *c);
+static void drop_cancels(mk_conn *c, int all);
 static void on_io(void *ud, int events, int status);
 static void send_step(mk_conn *c, mk_req *r);
 
@@ -224,7 +229,7 @@ static void enter(mk_conn *c) { c->depth++; }
  * leave(): sending from within libpq's or a completion's call chain is not safe. */
 static void leave(mk_conn *c) {
   while (c->depth == 1 && !c->released && !c->broken && can_send(c) && !c->inflight && c->head &&
-         c->cancels == 0)
+         !cancels_pending(c))
     advance(c);
   if (--c->depth > 0) return;
   /* an idle connection is watched (to notice its death) but is no work for the loop:
@@ -234,7 +239,11 @@ static void leave(mk_conn *c) {
     PQfinish(c->pg);
     c->pg = NULL;
   }
-  if (c->released && c->cancels == 0) free(c);
+  if (c->released) {
+    drop_cancels(c, 1);
+    mk_timer_close(c->recheck);
+    free(c);
+  }
 }
 
 mk_conn *mk_conn_new(mk_loop *loop, const mk_conn_hooks *hooks, void *ud) {
@@ -298,48 +307,53 @@ static void complete(mk_conn *c, mk_req *r) {
   r->done(r, r->ud);
 }
 
-/* Cancel requests run on the thread pool: PQcancel opens a connection and blocks.
- * Until it returned, nothing new is sent: a cancel meant for a request that finished
- * meanwhile would otherwise hit the next one. The job keeps c allocated until then. */
-typedef struct cancel_job {
-  PGcancel *cancel;
-  mk_conn *c;
-} cancel_job;
+/* Cancel requests in flight (mk_cancel.c). Until they are delivered nothing new is
+ * sent: a cancel meant for a request that finished meanwhile would otherwise hit the
+ * next one. The connection never waits for them otherwise: it may close and be freed
+ * while a cancel is stuck, and only drops its reference then. */
+struct pending_cancel {
+  mk_cancel *k;
+  struct pending_cancel *next;
+};
 
-static void cancel_work(void *ud) {
-  cancel_job *job = ud;
-  char errbuf[256];
-  /* A failed cancel needs no report: the request then ends on its own. */
-  (void)PQcancel(job->cancel, errbuf, sizeof errbuf);
+static void drop_cancels(mk_conn *c, int all) {
+  struct pending_cancel **pp = &c->cancels, *pc;
+  while ((pc = *pp) != NULL) {
+    if (all || mk_cancel_done(pc->k)) {
+      *pp = pc->next;
+      mk_cancel_release(pc->k);
+      free(pc);
+    } else {
+      pp = &pc->next;
+    }
+  }
 }
 
-static void cancel_after(void *ud) {
-  cancel_job *job = ud;
-  mk_conn *c = job->c;
-  PQfreeCancel(job->cancel);
-  free(job);
+/* 1 while a cancel request is still on its way. */
+static int cancels_pending(mk_conn *c) {
+  drop_cancels(c, 0);
+  return c->cancels != NULL;
+}
+
+static void on_recheck(void *ud) {
+  mk_conn *c = ud;
   enter(c);
-  c->cancels--;
-  leave(c); /* sends what waited for the cancel, or frees a released c */
+  advance(c);
+  leave(c);
 }
 
 static int send_cancel(mk_conn *c) {
-  cancel_job *job;
-  PGcancel *cancel = c->pg ? PQgetCancel(c->pg) : NULL;
-  if (!cancel) return -1;
-  job = malloc(sizeof *job);
-  if (!job) {
-    PQfreeCancel(cancel);
+  struct pending_cancel *pc;
+  mk_cancel *k = c->pg ? mk_cancel_start(c->pg) : NULL;
+  if (!k) return -1;
+  pc = malloc(sizeof *pc);
+  if (!pc) {
+    mk_cancel_release(k); /* the thread still sends it */
     return -1;
   }
-  job->cancel = cancel;
-  job->c = c;
-  if (mk_work_queue(c->loop, cancel_work, cancel_after, job) < 0) {
-    PQfreeCancel(cancel);
-    free(job);
-    return -1;
-  }
-  c->cancels++;
+  pc->k = k;
+  pc->next = c->cancels;
+  c->cancels = pc;
   return 0;
 }
 
@@ -467,7 +481,12 @@ static void send_step(mk_conn *c, mk_req *r) {
 
 static void advance(mk_conn *c) {
   mk_req *r;
-  if (!can_send(c) || c->broken || c->inflight || !c->head || c->cancels > 0) return;
+  if (!can_send(c) || c->broken || c->inflight || !c->head) return;
+  if (cancels_pending(c)) { /* look again shortly */
+    if (!c->recheck) c->recheck = mk_timer_new(c->loop, on_recheck, c);
+    if (c->recheck) mk_timer_start(c->recheck, 5);
+    return;
+  }
   r = c->head;
   c->inflight = r;
   r->step = (r->flags & MK_REQ_TXN) ? 0 : 1;

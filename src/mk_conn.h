@@ -97,8 +97,8 @@ int mk_conn_connect(mk_conn *c, const char *conninfo, const char *const *setsess
  * or not connecting/connected (r stays the caller's). */
 int mk_conn_submit(mk_conn *c, mk_req *r);
 /* Cancels r: a queued request is removed and completes with QueryCanceledError before
- * this returns; a running one gets a cancel request sent to the server (on the thread
- * pool: libpq 15's cancel blocks). Nothing new is sent on c until that cancel request
+ * this returns; a running one gets a cancel request sent to the server (from a thread
+ * of its own, see mk_cancel.h). Nothing new is sent on c until that cancel request
  * was delivered, so that it cannot hit the next request. Returns 1 if anything was
  * done, 0 if r is not on c. */
 int mk_conn_cancel(mk_conn *c, mk_req *r);

@@ -17,12 +17,6 @@ struct mk_timer {
   void *ud;
 };
 
-typedef struct mk_work {
-  uv_work_t req;
-  void (*work)(void *ud);
-  void (*after)(void *ud);
-  void *ud;
-} mk_work;
 
 static void free_handle(uv_handle_t *h) { free(h); }
 
@@ -111,30 +105,6 @@ void mk_timer_keepalive(mk_timer *t, int on) {
 
 void mk_timer_close(mk_timer *t) {
   if (t) uv_close((uv_handle_t *)&t->timer, free_handle);
-}
-
-static void work_cb(uv_work_t *req) {
-  mk_work *w = (mk_work *)req;
-  w->work(w->ud);
-}
-
-static void after_cb(uv_work_t *req, int status) {
-  mk_work *w = (mk_work *)req;
-  (void)status; /* UV_ECANCELED cannot happen: the core never calls uv_cancel */
-  w->after(w->ud);
-  free(w);
-}
-
-int mk_work_queue(mk_loop *loop, void (*work)(void *ud), void (*after)(void *ud), void *ud) {
-  mk_work *w = malloc(sizeof *w);
-  int rc;
-  if (!w) return UV_ENOMEM;
-  w->work = work;
-  w->after = after;
-  w->ud = ud;
-  rc = uv_queue_work(loop, &w->req, work_cb, after_cb);
-  if (rc < 0) free(w);
-  return rc;
 }
 
 uint64_t mk_loop_now(mk_loop *loop) { return uv_now(loop); }

@@ -1,5 +1,5 @@
 /* mk_loop: the only door from the C core to libuv. It owns the libuv handles the core
- * uses (a socket watcher, a timer, thread-pool jobs) and frees each one in its close
+ * uses (a socket watcher, a timer) and frees each one in its close
  * callback, never earlier, so a handle may be closed from inside its own callback.
  * After mk_*_close returns, the callback given at creation is never called again. */
 #ifndef MK_LOOP_H
@@ -38,11 +38,6 @@ void mk_timer_stop(mk_timer *t);
 /* Whether the timer keeps the loop running while armed (new timers do). */
 void mk_timer_keepalive(mk_timer *t, int on);
 void mk_timer_close(mk_timer *t);
-
-/* Runs work(ud) on libuv's thread pool, then after(ud) on the loop thread. The job owns
- * nothing of ud: after() must free what work() needed. Returns 0 or a libuv error, in
- * which case neither function runs. */
-int mk_work_queue(mk_loop *loop, void (*work)(void *ud), void (*after)(void *ud), void *ud);
 
 /* The current loop time in milliseconds (libuv's cached clock). */
 uint64_t mk_loop_now(mk_loop *loop);

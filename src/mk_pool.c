@@ -421,8 +421,12 @@ static int run_on(mk_wait *w, mk_pconn *pc) {
 }
 
 static int may_replay(const mk_pool *p, const mk_wait *w) {
-  const mk_req *r = w->r;
+  mk_req *r = w->r;
+  const mk_error *e = mk_req_error(r);
   if (p->closed || w->retried || p->o.retry == MK_RETRY_NEVER || mk_req_txn_started(r)) return 0;
+  /* a request that timed out or was cancelled ended as asked, whatever became of its
+   * connection: it is never replayed */
+  if (e && (e->kind == MK_ERR_TIMEOUT || e->kind == MK_ERR_QUERY_CANCELED)) return 0;
   return p->o.retry == MK_RETRY_ALWAYS || !mk_req_may_have_run(r);
 }
 
