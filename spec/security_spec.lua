@@ -30,11 +30,18 @@ local function visible(...)
 end
 
 describe("authentication", function()
-  it("logs in with the right SCRAM password, over TLS by default", function()
-    local conn = momoko.connect(scram_dsn(scram_password)):await()
+  it("logs in with the right SCRAM password, over TLS by default; the password shows nowhere", function()
+    local notices = {}
+    local conn = momoko.connect(scram_dsn(scram_password), {
+      on_notice = function(_, msg) notices[#notices + 1] = msg end,
+    }):await()
     local row = conn:execute("SELECT current_user, ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()"):await():fetchone()
     assert.same({scram_user, true}, row)
-    assert.is_nil(visible(conn):find(scram_password, 1, true))
+    conn:execute("DO $$ BEGIN RAISE NOTICE 'connected as %', current_user; END $$"):await()
+    assert.equal(1, #notices)
+    assert.matches(scram_user, notices[1])
+    local err = failure(function() return conn:execute("SELECT no_such_column"):await() end)
+    assert.is_nil(visible(conn, err, table.concat(notices, "\n")):find(scram_password, 1, true))
     conn:close()
   end)
 
