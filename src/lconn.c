@@ -21,20 +21,9 @@ typedef struct lconn {
   struct lconn *next, **pprev; /* st->conns (own connections only) */
 } lconn;
 
-static const char conns_key = 'C'; /* registry: weak lightuserdata(lconn) -> userdata */
-
 static lconn *check_conn(lua_State *L, int idx) { return luaL_checkudata(L, idx, LMK_CONN); }
 
-/* Pushes the userdata of lc (anchored, or from the weak table), or nil. */
-static void push_conn(lua_State *L, lconn *lc) {
-  if (lc->o.pending > 0) {
-    lmk_push_owner(L, &lc->o);
-    return;
-  }
-  lua_rawgetp(L, LUA_REGISTRYINDEX, &conns_key);
-  lua_rawgetp(L, -1, lc);
-  lua_remove(L, -2);
-}
+static void push_conn(lua_State *L, lconn *lc) { lmk_push_owner(L, &lc->o); }
 
 /* Hooks from the core */
 
@@ -121,17 +110,9 @@ static const char *const known_options[] = {
 
 /* Pushes a new Connection userdata, created closed (finalized until it gets its
  * connection), with the options table at uv. */
-static lconn *new_lconn(lua_State *L, lmk_state *st, int uv) {
-  lconn *lc = lua_newuserdatauv(L, sizeof *lc, 1);
-  memset(lc, 0, sizeof *lc);
-  lc->o.ops = &conn_ops;
-  lc->o.st = st;
-  lc->o.anchor = LUA_NOREF;
-  lc->o.finalized = 1;
+static lconn *new_lconn(lua_State *L, int uv) {
+  lconn *lc = (lconn *)lmk_owner_new(L, sizeof *lc, LMK_CONN, &conn_ops, uv);
   lc->connect_ref = LUA_NOREF;
-  luaL_setmetatable(L, LMK_CONN);
-  lua_pushvalue(L, uv);
-  lua_setiuservalue(L, -2, 1);
   return lc;
 }
 
@@ -252,7 +233,7 @@ static int l_connection(lua_State *L) {
   uv = lua_gettop(L);
   loop = lmk_conn_options(L, opts, uv, "Connection");
   /* the object is created closed, then given its resource (as liolib does) */
-  lc = new_lconn(L, st, uv);
+  lc = new_lconn(L, uv);
   lc->c = mk_conn_new(loop, &hooks, lc);
   if (!lc->c) return luaL_error(L, "not enough memory");
   lc->o.finalized = 0;
@@ -261,10 +242,6 @@ static int l_connection(lua_State *L) {
   if (st->conns) st->conns->pprev = &lc->next;
   lc->pprev = &st->conns;
   st->conns = lc;
-  lua_rawgetp(L, LUA_REGISTRYINDEX, &conns_key);
-  lua_pushvalue(L, -2);
-  lua_rawsetp(L, -2, lc);
-  lua_pop(L, 1);
   return 1;
 }
 
@@ -299,16 +276,12 @@ void lmk_conn_push_lent(lua_State *L, int poolidx, lowner *pool, mk_pconn *pc) {
   lconn *lc;
   poolidx = lua_absindex(L, poolidx);
   lua_getiuservalue(L, poolidx, 1);
-  lc = new_lconn(L, pool->st, lua_gettop(L));
+  lc = new_lconn(L, lua_gettop(L));
   lua_remove(L, -2);
   lc->c = mk_pconn_conn(pc);
   lc->pc = pc;
   lc->pool = pool;
   lc->o.finalized = 0;
-  lua_rawgetp(L, LUA_REGISTRYINDEX, &conns_key);
-  lua_pushvalue(L, -2);
-  lua_rawsetp(L, -2, lc);
-  lua_pop(L, 1);
 }
 
 mk_pconn *lmk_conn_lent(lua_State *L, int idx, lowner **pool) {
@@ -331,8 +304,8 @@ static int conn_connect(lua_State *L) {
   lconn *lc = check_conn(L, 1);
   if (lc->pool) return lmk_raise(L, MK_ERR_INTERFACE, "connect: a pool's connection is connected by its pool");
   mk_conn_state s = lc->c ? mk_conn_state_of(lc->c) : MK_CONN_CLOSED;
-  const char **sess = NULL;
-  int n = 0, i;
+  const char **sess;
+  int n;
   lua_settop(L, 1);
   if (s == MK_CONN_CLOSED) return lmk_raise(L, MK_ERR_INTERFACE, "connect: connection is closed");
   if (lc->connect_ref != LUA_NOREF) { /* connecting: the same future */
@@ -346,15 +319,7 @@ static int conn_connect(lua_State *L) {
     return 1;
   }
   lua_getiuservalue(L, 1, 1);
-  if (lua_getfield(L, 2, "setsession") == LUA_TTABLE) {
-    n = (int)lua_rawlen(L, 3);
-    sess = lua_newuserdatauv(L, sizeof *sess * (size_t)(n ? n : 1), 0);
-    for (i = 0; i < n; i++) {
-      lua_rawgeti(L, 3, i + 1);
-      sess[i] = lua_tostring(L, -1); /* anchored by the options table */
-      lua_pop(L, 1);
-    }
-  }
+  sess = lmk_setsession(L, 2, &n);
   lua_getfield(L, 2, "dsn");
   lmk_future_new(L);
   lua_pushvalue(L, -1);
@@ -438,11 +403,7 @@ static int conn_index(lua_State *L) {
     lua_pushinteger(L, PQserverVersion(pg));
     return 1;
   }
-  lua_getmetatable(L, 1);
-  lua_getfield(L, -1, "methods");
-  lua_pushvalue(L, 2);
-  lua_rawget(L, -2);
-  return 1;
+  return lmk_owner_method(L);
 }
 
 void lmk_open_conn(lua_State *L) {
@@ -451,20 +412,7 @@ void lmk_open_conn(lua_State *L) {
   static const luaL_Reg meta[] = {
     {"__index", conn_index}, {"__gc", conn_gc}, {"__close", conn_tbc_close},
     {"__tostring", conn_tostring}, {NULL, NULL}};
-  luaL_newmetatable(L, LMK_CONN);
-  luaL_setfuncs(L, meta, 0);
-  luaL_newlib(L, methods);
-  lmk_add_request_methods(L);
-  lua_pushvalue(L, -1);
-  lua_setfield(L, -3, "methods");
-  lua_setfield(L, -3, "Connection_methods"); /* the Lua layer adds methods here */
-  lua_pop(L, 1);
-  lua_createtable(L, 0, 0);
-  lua_createtable(L, 0, 1);
-  lua_pushliteral(L, "v");
-  lua_setfield(L, -2, "__mode");
-  lua_setmetatable(L, -2);
-  lua_rawsetp(L, LUA_REGISTRYINDEX, &conns_key);
+  lmk_open_owner_class(L, LMK_CONN, meta, methods, "Connection_methods");
   lua_pushcfunction(L, l_connection);
   lua_setfield(L, -2, "Connection");
 }

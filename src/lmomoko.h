@@ -127,8 +127,21 @@ struct lowner {
 /* Anchors the owner (its userdata at idx) for one more outstanding operation. */
 void lmk_pend(lua_State *L, lowner *o, int idx);
 void lmk_unpend(lua_State *L, lowner *o);
-/* Pushes the owner's userdata while anchored, else nil. */
+/* Pushes the owner's userdata (from its anchor, or from a weak table while it is not
+ * collected), or nil. */
 void lmk_push_owner(lua_State *L, lowner *o);
+/* Pushes a new owner userdata of size bytes (zeroed, starting with an lowner) of
+ * metatable mt, user value the table at uv; finalized until its resource is set. */
+lowner *lmk_owner_new(lua_State *L, size_t size, const char *mt, const lowner_ops *ops, int uv);
+/* __index tail: pushes the method key (at 2) of the object at 1. */
+int lmk_owner_method(lua_State *L);
+/* Registers an owner metatable mt with meta, and methods (plus the request methods)
+ * as its "methods" table, also set as field of the module table on top. */
+void lmk_open_owner_class(lua_State *L, const char *mt, const luaL_Reg *meta, const luaL_Reg *methods,
+                          const char *field);
+/* Pushes an array of the setsession strings of the options table at uv (or nil); the
+ * strings stay anchored by that table. */
+const char **lmk_setsession(lua_State *L, int uv, int *n);
 /* 1 when callbacks of o must not run Lua (finalized, or the state is closing). */
 int lmk_silent(const lowner *o);
 /* Runs fn(a, b) under lua_pcall on the main thread; errors go to on_error. */

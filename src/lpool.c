@@ -22,20 +22,9 @@ typedef struct lgetconn {
   int fref;
 } lgetconn;
 
-static const char pools_key = 'P'; /* registry: weak lightuserdata(lpool) -> userdata */
-
 static lpool *check_pool(lua_State *L, int idx) { return luaL_checkudata(L, idx, LMK_POOL); }
 
-/* Pushes the pool's userdata (anchored, or from the weak table), or nil. */
-static void push_pool(lua_State *L, lpool *lp) {
-  if (lp->o.pending > 0) {
-    lmk_push_owner(L, &lp->o);
-    return;
-  }
-  lua_rawgetp(L, LUA_REGISTRYINDEX, &pools_key);
-  lua_rawgetp(L, -1, lp);
-  lua_remove(L, -2);
-}
+static void push_pool(lua_State *L, lpool *lp) { lmk_push_owner(L, &lp->o); }
 
 /* Requests */
 
@@ -225,30 +214,14 @@ static int l_pool(lua_State *L) {
   lua_getfield(L, uv, "connection_factory");
   o.setup = !lua_isnil(L, -1);
   lua_pop(L, 1);
-  if (lua_getfield(L, uv, "setsession") == LUA_TTABLE) {
-    n = (int)lua_rawlen(L, -1);
-    sess = lua_newuserdatauv(L, sizeof *sess * (size_t)(n ? n : 1), 0);
-    for (i = 0; i < n; i++) {
-      lua_rawgeti(L, -2, i + 1);
-      sess[i] = lua_tostring(L, -1); /* anchored by the options table */
-      lua_pop(L, 1);
-    }
-  }
+  sess = lmk_setsession(L, uv, &n);
   lua_getfield(L, uv, "dsn");
   o.conninfo = lua_tostring(L, -1);
   o.setsession = sess;
   o.nsetsession = n;
 
-  lp = lua_newuserdatauv(L, sizeof *lp, 1);
-  memset(lp, 0, sizeof *lp);
-  lp->o.ops = &pool_ops;
-  lp->o.st = st;
-  lp->o.anchor = LUA_NOREF;
-  lp->o.finalized = 1;
+  lp = (lpool *)lmk_owner_new(L, sizeof *lp, LMK_POOL, &pool_ops, uv);
   lp->connect_ref = LUA_NOREF;
-  luaL_setmetatable(L, LMK_POOL);
-  lua_pushvalue(L, uv);
-  lua_setiuservalue(L, -2, 1);
   lua_pushvalue(L, -1);
   lua_setfield(L, uv, "pool"); /* lent connections reach their pool through it */
   lp->p = mk_pool_new(loop, &o, &hooks, lp); /* copies conninfo and setsession */
@@ -259,10 +232,6 @@ static int l_pool(lua_State *L) {
   if (st->pools) st->pools->pprev = &lp->next;
   lp->pprev = &st->pools;
   st->pools = lp;
-  lua_rawgetp(L, LUA_REGISTRYINDEX, &pools_key);
-  lua_pushvalue(L, -2);
-  lua_rawsetp(L, -2, lp);
-  lua_pop(L, 1);
   return 1;
 }
 
@@ -477,11 +446,7 @@ static int pool_index(lua_State *L) {
     lua_pushboolean(L, !lp->p || mk_pool_closed(lp->p));
     return 1;
   }
-  lua_getmetatable(L, 1);
-  lua_getfield(L, -1, "methods");
-  lua_pushvalue(L, 2);
-  lua_rawget(L, -2);
-  return 1;
+  return lmk_owner_method(L);
 }
 
 void lmk_open_pool(lua_State *L) {
@@ -492,20 +457,7 @@ void lmk_open_pool(lua_State *L) {
   static const luaL_Reg meta[] = {
     {"__index", pool_index}, {"__gc", pool_gc}, {"__close", pool_close},
     {"__tostring", pool_tostring}, {NULL, NULL}};
-  luaL_newmetatable(L, LMK_POOL);
-  luaL_setfuncs(L, meta, 0);
-  luaL_newlib(L, methods);
-  lmk_add_request_methods(L);
-  lua_pushvalue(L, -1);
-  lua_setfield(L, -3, "methods");
-  lua_setfield(L, -3, "Pool_methods"); /* the Lua layer adds methods here */
-  lua_pop(L, 1);
-  lua_createtable(L, 0, 0);
-  lua_createtable(L, 0, 1);
-  lua_pushliteral(L, "v");
-  lua_setfield(L, -2, "__mode");
-  lua_setmetatable(L, -2);
-  lua_rawsetp(L, LUA_REGISTRYINDEX, &pools_key);
+  lmk_open_owner_class(L, LMK_POOL, meta, methods, "Pool_methods");
   lua_pushcfunction(L, l_pool);
   lua_setfield(L, -2, "Pool");
 }
