@@ -68,6 +68,7 @@ static void lost(mk_conn *c);
 static void advance(mk_conn *c);
 static int cancels_pending(mk_conn *c);
 static void drop_cancels(mk_conn *c, int all);
+static void recheck_soon(mk_conn *c);
 static void on_io(void *ud, int events, int status);
 static void send_step(mk_conn *c, mk_req *r);
 
@@ -228,9 +229,13 @@ static void enter(mk_conn *c) { c->depth++; }
 /* Requests submitted from inside a callback (depth > 0) wait here, at the outermost
  * leave(): sending from within libpq's or a completion's call chain is not safe. */
 static void leave(mk_conn *c) {
-  while (c->depth == 1 && !c->released && !c->broken && can_send(c) && !c->inflight && c->head &&
-         !cancels_pending(c))
+  while (c->depth == 1 && !c->released && !c->broken && can_send(c) && !c->inflight && c->head) {
+    if (cancels_pending(c)) {
+      recheck_soon(c);
+      break;
+    }
     advance(c);
+  }
   if (--c->depth > 0) return;
   /* an idle connection is watched (to notice its death) but is no work for the loop:
    * momoko.run() returns once nothing is connecting, queued or running */
@@ -340,6 +345,12 @@ static void on_recheck(void *ud) {
   enter(c);
   advance(c);
   leave(c);
+}
+
+/* Requests wait for a cancel still on its way: look again in a moment. */
+static void recheck_soon(mk_conn *c) {
+  if (!c->recheck) c->recheck = mk_timer_new(c->loop, on_recheck, c);
+  if (c->recheck) mk_timer_start(c->recheck, 1);
 }
 
 static int send_cancel(mk_conn *c) {
@@ -482,9 +493,8 @@ static void send_step(mk_conn *c, mk_req *r) {
 static void advance(mk_conn *c) {
   mk_req *r;
   if (!can_send(c) || c->broken || c->inflight || !c->head) return;
-  if (cancels_pending(c)) { /* look again shortly */
-    if (!c->recheck) c->recheck = mk_timer_new(c->loop, on_recheck, c);
-    if (c->recheck) mk_timer_start(c->recheck, 5);
+  if (cancels_pending(c)) {
+    recheck_soon(c);
     return;
   }
   r = c->head;
