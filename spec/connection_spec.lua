@@ -24,13 +24,7 @@ local function state_of(conn)
   return tostring(conn):match("state=(%a+)>$")
 end
 
--- A port on 127.0.0.1 nothing listens on (bound, then released, by the kernel's choice).
-local function closed_port()
-  local p = assert(io.popen([[python3 -c "import socket; s=socket.socket(); s.bind(('127.0.0.1',0)); print(s.getsockname()[1]); s.close()"]]))
-  local port = tonumber(p:read("l"))
-  p:close()
-  return assert(port)
-end
+local closed_port = H.closed_port
 
 -- Waits until the backend with this pid runs a query (pg_stat_activity state active).
 local function wait_active(pid)
@@ -39,16 +33,11 @@ local function wait_active(pid)
   end, 5000)
 end
 
--- A real (not temporary) table, to be looked at from psql. Returns its name.
 local function scratch_table()
-  local name = string.format("h5_conn_%d", math.random(1, 1e9))
-  H.psql("CREATE TABLE " .. name .. " (id serial PRIMARY KEY, v text, tx bigint)")
-  return name
+  return H.scratch_table("h5_conn", "id serial PRIMARY KEY, v text, tx bigint")
 end
 
-local function drop_table(name)
-  H.psql("DROP TABLE IF EXISTS " .. name)
-end
+local drop_table = H.drop_table
 
 describe("momoko.connect", function()
   it("resolves to a connected Connection from a dsn", function()

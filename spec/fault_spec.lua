@@ -73,26 +73,9 @@ local function failure_within(f, ms, since)
   return err, elapsed
 end
 
-local function pids_of(app)
-  local pids = {}
-  for pid in H.psql("SELECT pid FROM pg_stat_activity WHERE application_name = '" .. app .. "' ORDER BY pid"):gmatch("%d+") do
-    pids[#pids + 1] = tonumber(pid)
-  end
-  return pids
-end
+local pids_of = H.pids_of
 
--- Waits (running the loop) until a backend of app runs a statement containing text;
--- returns its pid.
-local function running_pid(app, text)
-  local pid
-  assert(H.wait_until(function()
-    pid = tonumber(H.psql(string.format(
-      "SELECT pid FROM pg_stat_activity WHERE application_name = '%s' AND state = 'active' AND query LIKE '%%%s%%'",
-      app, text)))
-    return pid ~= nil
-  end, 5000), "no backend of " .. app .. " runs " .. text)
-  return pid
-end
+local running_pid = H.running_pid
 
 -- Waits (running the loop) until the backend pid has exited.
 local function gone(pid, ms)

@@ -72,4 +72,46 @@ function H.run_lua(code)
   return out, ok == true
 end
 
+--- The pids of app's backends, sorted.
+function H.pids_of(app)
+  local pids = {}
+  for pid in H.psql("SELECT pid FROM pg_stat_activity WHERE application_name = '" .. app .. "' ORDER BY pid"):gmatch("%d+") do
+    pids[#pids + 1] = tonumber(pid)
+  end
+  return pids
+end
+
+--- Waits (running the loop) until a backend of app runs a statement containing text;
+--- returns its pid.
+function H.running_pid(app, text)
+  local pid
+  assert(H.wait_until(function()
+    pid = tonumber(H.psql(string.format(
+      "SELECT pid FROM pg_stat_activity WHERE application_name = '%s' AND state = 'active' AND query LIKE '%%%s%%'",
+      app, text)))
+    return pid ~= nil
+  end, 5000), "no backend of " .. app .. " runs " .. text)
+  return pid
+end
+
+--- A port on 127.0.0.1 nothing listens on (bound, then released, by the kernel's choice).
+function H.closed_port()
+  local p = assert(io.popen([[python3 -c "import socket; s=socket.socket(); s.bind(('127.0.0.1',0)); print(s.getsockname()[1]); s.close()"]]))
+  local port = tonumber(p:read("l"))
+  p:close()
+  return assert(port)
+end
+
+--- A real (not temporary) table with these columns, to be looked at from psql.
+--- Returns its name.
+function H.scratch_table(prefix, columns)
+  local name = string.format("%s_%d", prefix, math.random(1, 1e9))
+  H.psql("CREATE TABLE " .. name .. " (" .. columns .. ")")
+  return name
+end
+
+function H.drop_table(name)
+  H.psql("DROP TABLE IF EXISTS " .. name)
+end
+
 return H

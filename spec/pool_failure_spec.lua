@@ -74,21 +74,9 @@ local function assert_kind(kind, err)
   assert.is_true(momoko.is(err, kind))
 end
 
--- A port on 127.0.0.1 nothing listens on.
-local function closed_port()
-  local p = assert(io.popen([[python3 -c "import socket; s=socket.socket(); s.bind(('127.0.0.1',0)); print(s.getsockname()[1]); s.close()"]]))
-  local port = tonumber(p:read("l"))
-  p:close()
-  return assert(port)
-end
+local closed_port = H.closed_port
 
-local function pids_of(app)
-  local pids = {}
-  for pid in H.psql("SELECT pid FROM pg_stat_activity WHERE application_name = '" .. app .. "' ORDER BY pid"):gmatch("%d+") do
-    pids[#pids + 1] = tonumber(pid)
-  end
-  return pids
-end
+local pids_of = H.pids_of
 
 -- Terminates every backend of app; returns how many.
 local function kill_all(app)
@@ -108,18 +96,7 @@ local function gone_blocking(pids)
   return false
 end
 
--- Waits (running the loop) until a backend of app runs a statement containing `text`;
--- returns its pid.
-local function running_pid(app, text)
-  local pid
-  assert(H.wait_until(function()
-    pid = tonumber(H.psql(string.format(
-      "SELECT pid FROM pg_stat_activity WHERE application_name = '%s' AND state = 'active' AND query LIKE '%%%s%%'",
-      app, text)))
-    return pid ~= nil
-  end, 5000), "no backend of " .. app .. " runs " .. text)
-  return pid
-end
+local running_pid = H.running_pid
 
 local function back_at_size(pool, app, size, ms)
   return H.wait_until(function()

@@ -53,28 +53,17 @@ local function finish(pool, app)
   assert.is_true(H.no_backends(app), "backends of " .. app .. " left")
 end
 
--- The pids of app's backends, sorted.
-local function pids_of(app)
-  local out = H.psql("SELECT pid FROM pg_stat_activity WHERE application_name = '" .. app .. "' ORDER BY pid")
-  local pids = {}
-  for pid in out:gmatch("%d+") do pids[#pids + 1] = tonumber(pid) end
-  return pids
-end
+local pids_of = H.pids_of
 
 local function state_of_pid(pid)
   return H.psql("SELECT state FROM pg_stat_activity WHERE pid = " .. pid)
 end
 
--- A real (not temporary) table, to be looked at from psql. Returns its name.
 local function scratch_table()
-  local name = string.format("h8_pool_%d", math.random(1, 1e9))
-  H.psql("CREATE TABLE " .. name .. " (id serial PRIMARY KEY, v text)")
-  return name
+  return H.scratch_table("h8_pool", "id serial PRIMARY KEY, v text")
 end
 
-local function drop_table(name)
-  H.psql("DROP TABLE IF EXISTS " .. name)
-end
+local drop_table = H.drop_table
 
 local function count(t)
   local n = 0
