@@ -3,12 +3,7 @@
 local momoko = require "momoko"
 local H = require "helper"
 
--- The error a failing future raises (asserts that it does fail).
-local function failure(f)
-  local ok, err = pcall(f.await, f)
-  assert.is_false(ok, "expected the future to fail")
-  return err
-end
+local failure = H.failure
 
 -- Asserts that fn(...) raises an InterfaceError at the call and returns it.
 local function interface_error(fn, ...)

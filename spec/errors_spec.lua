@@ -8,11 +8,7 @@ local function make(kind, message)
   return setmetatable({kind = kind, message = message}, momoko.Error)
 end
 
-local function failure(f)
-  local ok, err = pcall(f.await, f)
-  assert.is_false(ok, "expected the future to fail")
-  return err
-end
+local failure = H.failure
 
 describe("momoko.is", function()
   -- every kind and its full ancestry (the kind itself first)

@@ -47,12 +47,7 @@ local function now_ms()
   return v
 end
 
--- Asserts err is a momoko error of exactly this kind.
-local function assert_kind(kind, err)
-  assert.equal(momoko.Error, getmetatable(err), "not a momoko error: " .. tostring(err))
-  assert.equal(kind, err.kind, tostring(err))
-  assert.is_true(momoko.is(err, kind))
-end
+local assert_kind = H.assert_kind
 
 -- Races f against the loop's clock: asserts it is done within ms (the loop runs
 -- meanwhile), then returns whether it succeeded, its result or error, and how long

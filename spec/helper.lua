@@ -1,6 +1,7 @@
 -- Shared by the specs: the throwaway server's DSN (from scripts/test), server-side
 -- checks through psql (independent of momoko), and bounded waiting on conditions.
 local momoko = require "momoko"
+local luassert = require "luassert" -- busted's assert (specs get it as their global)
 
 local H = {}
 
@@ -112,6 +113,20 @@ end
 
 function H.drop_table(name)
   H.psql("DROP TABLE IF EXISTS " .. name)
+end
+
+--- The error a failing future raises (asserts that it does fail).
+function H.failure(f)
+  local ok, err = pcall(f.await, f)
+  luassert.is_false(ok, "expected the future to fail")
+  return err
+end
+
+--- Asserts err is a momoko error of exactly this kind.
+function H.assert_kind(kind, err)
+  luassert.equal(momoko.Error, getmetatable(err), "not a momoko error: " .. tostring(err))
+  luassert.equal(kind, err.kind, tostring(err))
+  luassert.is_true(momoko.is(err, kind))
 end
 
 return H

@@ -60,19 +60,9 @@ local function now_ms()
   return v
 end
 
--- The error a failing future raises (asserts that it does fail).
-local function failure(f)
-  local ok, err = pcall(f.await, f)
-  assert.is_false(ok, "expected the future to fail")
-  return err
-end
+local failure = H.failure
 
--- Asserts err is a momoko error of exactly this kind.
-local function assert_kind(kind, err)
-  assert.equal(momoko.Error, getmetatable(err), "not a momoko error: " .. tostring(err))
-  assert.equal(kind, err.kind, tostring(err))
-  assert.is_true(momoko.is(err, kind))
-end
+local assert_kind = H.assert_kind
 
 local closed_port = H.closed_port
 

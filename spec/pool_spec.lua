@@ -7,12 +7,7 @@
 local momoko = require "momoko"
 local H = require "helper"
 
--- The error a failing future raises (asserts that it does fail).
-local function failure(f)
-  local ok, err = pcall(f.await, f)
-  assert.is_false(ok, "expected the future to fail")
-  return err
-end
+local failure = H.failure
 
 -- Asserts that the future fails with an error of this kind; returns the error.
 local function fails_with(kind, f)

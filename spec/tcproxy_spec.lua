@@ -5,12 +5,7 @@ local momoko = require "momoko"
 local H = require "helper"
 local P = require "tcproxy_helper"
 
--- The error a failing future raises (asserts that it does fail).
-local function failure(f)
-  local ok, err = pcall(f.await, f)
-  assert.is_false(ok, "expected the future to fail")
-  return err
-end
+local failure = H.failure
 
 local started = {}
 
