@@ -1,4 +1,4 @@
-/* fuzz_encode.c: the parameter encoder's core (src/lparams.c, encode_array and
+/* fuzz_encode.c: the parameter encoder's core (src/lua/lparams.c, encode_array and
  * encode_element) against the array parser.
  * The fuzz data drives the building of a nested structure: arrays of sub-arrays or of
  * scalars (NULL, booleans, integers, floats, bytea, and NUL-free strings rich in quotes,

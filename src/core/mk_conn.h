@@ -15,14 +15,9 @@
 
 #include "mk_error.h"
 #include "mk_loop.h"
+#include "mk_req.h"
 
 typedef struct mk_conn mk_conn;
-typedef struct mk_req mk_req;
-
-/* Called exactly once per submitted request, when it ended (result, error, timeout,
- * cancel or closed connection). Ownership of r returns to the submitter, who frees it
- * with mk_req_free or submits it again after mk_req_reset. */
-typedef void (*mk_req_done_fn)(mk_req *r, void *ud);
 
 typedef enum mk_conn_state {
   MK_CONN_NEW,        /* created, connect not started */
@@ -41,44 +36,6 @@ typedef struct mk_conn_hooks {
    * not called for mk_conn_close. Every request has already completed. */
   void (*lost)(mk_conn *c, void *ud);
 } mk_conn_hooks;
-
-/* Request flags. */
-#define MK_REQ_TXN 1u      /* BEGIN; statements; COMMIT */
-#define MK_REQ_ROLLBACK 2u /* with MK_REQ_TXN: ROLLBACK after a failed statement */
-
-/* A new request of nstmts statements (1 unless MK_REQ_TXN). timeout_ms 0: none.
- * Returns NULL when memory ran out. */
-mk_req *mk_req_new(int nstmts, unsigned flags, int timeout_ms, mk_req_done_fn done, void *ud);
-/* Sets statement i's SQL (copied). nparams < 0 sends it with the simple protocol
- * (several statements allowed); otherwise with nparams bound parameters, each to be
- * set with mk_req_param. Returns 0 or -1 when memory ran out. */
-int mk_req_stmt(mk_req *r, int i, const char *sql, size_t len, int nparams);
-/* Sets parameter j of statement i: val (copied; NULL for SQL NULL) of len bytes,
- * format 0 text or 1 binary, type OID (0 lets the server infer it). 0 or -1. */
-int mk_req_param(mk_req *r, int i, int j, const char *val, size_t len, int format, Oid type);
-/* Frees a request that is not queued on a connection, with any results it holds. */
-void mk_req_free(mk_req *r);
-/* Clears results and error of a completed request so that it can be submitted again. */
-void mk_req_reset(mk_req *r);
-void *mk_req_ud(const mk_req *r);
-/* The SQL of statement i as it was set. */
-const char *mk_req_sql(const mk_req *r, int i);
-void mk_req_set_done(mk_req *r, mk_req_done_fn done, void *ud);
-void mk_req_get_done(const mk_req *r, mk_req_done_fn *done, void **ud);
-/* Number of statements, and the result of statement i: ownership moves to the caller
- * (NULL when it has none or it was taken). */
-int mk_req_count(const mk_req *r);
-PGresult *mk_req_take_result(mk_req *r, int i);
-/* The error, or NULL when the request succeeded. */
-mk_error *mk_req_error(mk_req *r);
-/* 1 if the request may have taken effect on the server: it was handed to libpq on a
- * healthy connection, and was not answered with the server ending the session before
- * any result (57P01-57P03, which rolls it back). 0 if it certainly did not. */
-int mk_req_may_have_run(const mk_req *r);
-/* Sets the error of a request that is not queued on a connection (a pool's waiter). */
-void mk_req_fail(mk_req *r, mk_kind kind, const char *msg);
-/* 1 once a transaction's BEGIN was sent. */
-int mk_req_txn_started(const mk_req *r);
 
 /* A new, unconnected connection on loop. The hooks (copied) and ud are for the owner.
  * Returns NULL when memory ran out. */

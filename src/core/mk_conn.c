@@ -12,35 +12,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-typedef struct mk_stmt {
-  char *sql;
-  int nparams; /* -1: simple protocol */
-  char **values;
-  int *lengths;
-  int *formats;
-  Oid *types;
-} mk_stmt;
-
-struct mk_req {
-  mk_req *next;
-  mk_conn *conn; /* set while queued or running */
-  int nstmts;
-  unsigned flags;
-  int timeout_ms;
-  int internal; /* the setsession request */
-  mk_stmt *stmts;
-  PGresult **results;
-  mk_error err;
-  int step; /* plain: 1. txn: 0 BEGIN, 1..n statements, n+1 COMMIT, n+2 ROLLBACK */
-  int may_have_run;
-  int txn_started;
-  int timed_out;
-  int copy_out;
-  mk_timer *timer;
-  mk_req_done_fn done;
-  void *ud;
-};
-
 struct mk_conn {
   mk_loop *loop;
   PGconn *pg;
@@ -61,8 +32,8 @@ struct mk_conn {
   mk_req *setsession; /* waits here between mk_conn_connect and the handshake's end */
 };
 
-#define ROLLBACK_STEP(r) ((r)->nstmts + 2)
-#define COMMIT_STEP(r) ((r)->nstmts + 1)
+#define ROLLBACK_STEP(r) MK_REQ_ROLLBACK_STEP(r)
+#define COMMIT_STEP(r) MK_REQ_COMMIT_STEP(r)
 
 static void lost(mk_conn *c);
 static void advance(mk_conn *c);
@@ -71,154 +42,6 @@ static void drop_cancels(mk_conn *c, int all);
 static void recheck_soon(mk_conn *c);
 static void on_io(void *ud, int events, int status);
 static void send_step(mk_conn *c, mk_req *r);
-
-/* Requests */
-
-mk_req *mk_req_new(int nstmts, unsigned flags, int timeout_ms, mk_req_done_fn done, void *ud) {
-  mk_req *r;
-  if (nstmts < 1) return NULL;
-  r = calloc(1, sizeof *r);
-  if (!r) return NULL;
-  r->stmts = calloc((size_t)nstmts, sizeof *r->stmts);
-  r->results = calloc((size_t)nstmts, sizeof *r->results);
-  if (!r->stmts || !r->results) {
-    free(r->stmts);
-    free(r->results);
-    free(r);
-    return NULL;
-  }
-  r->nstmts = nstmts;
-  r->flags = flags;
-  r->timeout_ms = timeout_ms;
-  r->done = done;
-  r->ud = ud;
-  return r;
-}
-
-static void stmt_free(mk_stmt *st) {
-  int j;
-  for (j = 0; j < st->nparams; j++) free(st->values[j]);
-  free(st->values);
-  free(st->lengths);
-  free(st->formats);
-  free(st->types);
-  free(st->sql);
-}
-
-int mk_req_stmt(mk_req *r, int i, const char *sql, size_t len, int nparams) {
-  mk_stmt *st = &r->stmts[i];
-  stmt_free(st);
-  memset(st, 0, sizeof *st);
-  st->nparams = -1;
-  st->sql = malloc(len + 1);
-  if (!st->sql) return -1;
-  memcpy(st->sql, sql, len);
-  st->sql[len] = '\0';
-  if (nparams < 0) return 0;
-  if (nparams > 0) {
-    size_t n = (size_t)nparams;
-    st->values = calloc(n, sizeof *st->values);
-    st->lengths = calloc(n, sizeof *st->lengths);
-    st->formats = calloc(n, sizeof *st->formats);
-    st->types = calloc(n, sizeof *st->types);
-    if (!st->values || !st->lengths || !st->formats || !st->types) {
-      free(st->values);
-      free(st->lengths);
-      free(st->formats);
-      free(st->types);
-      st->values = NULL;
-      st->lengths = NULL;
-      st->formats = NULL;
-      st->types = NULL;
-      return -1;
-    }
-  }
-  st->nparams = nparams;
-  return 0;
-}
-
-int mk_req_param(mk_req *r, int i, int j, const char *val, size_t len, int format, Oid type) {
-  mk_stmt *st = &r->stmts[i];
-  char *copy = NULL;
-  if (val) {
-    copy = malloc(len + 1);
-    if (!copy) return -1;
-    memcpy(copy, val, len);
-    copy[len] = '\0';
-  }
-  free(st->values[j]);
-  st->values[j] = copy;
-  st->lengths[j] = (int)len;
-  st->formats[j] = format;
-  st->types[j] = type;
-  return 0;
-}
-
-static void req_clear_results(mk_req *r) {
-  int i;
-  for (i = 0; i < r->nstmts; i++) {
-    PQclear(r->results[i]);
-    r->results[i] = NULL;
-  }
-  mk_error_clear(&r->err);
-}
-
-void mk_req_reset(mk_req *r) {
-  req_clear_results(r);
-  r->step = 0;
-  r->may_have_run = 0;
-  r->txn_started = 0;
-  r->timed_out = 0;
-  r->copy_out = 0;
-}
-
-void mk_req_free(mk_req *r) {
-  int i;
-  if (!r) return;
-  mk_timer_close(r->timer);
-  req_clear_results(r);
-  for (i = 0; i < r->nstmts; i++) stmt_free(&r->stmts[i]);
-  free(r->stmts);
-  free(r->results);
-  free(r);
-}
-
-void *mk_req_ud(const mk_req *r) { return r->ud; }
-
-const char *mk_req_sql(const mk_req *r, int i) {
-  return (i >= 0 && i < r->nstmts && r->stmts[i].sql) ? r->stmts[i].sql : "";
-}
-
-void mk_req_set_done(mk_req *r, mk_req_done_fn done, void *ud) {
-  r->done = done;
-  r->ud = ud;
-}
-
-void mk_req_get_done(const mk_req *r, mk_req_done_fn *done, void **ud) {
-  *done = r->done;
-  *ud = r->ud;
-}
-
-int mk_req_count(const mk_req *r) { return r->nstmts; }
-
-PGresult *mk_req_take_result(mk_req *r, int i) {
-  PGresult *res;
-  if (i < 0 || i >= r->nstmts) return NULL;
-  res = r->results[i];
-  r->results[i] = NULL;
-  return res;
-}
-
-mk_error *mk_req_error(mk_req *r) { return r->err.kind != MK_ERR_NONE ? &r->err : NULL; }
-
-int mk_req_may_have_run(const mk_req *r) { return r->may_have_run; }
-
-void mk_req_fail(mk_req *r, mk_kind kind, const char *msg) {
-  mk_error_clear(&r->err);
-  mk_error_set(&r->err, kind, msg);
-}
-
-int mk_req_txn_started(const mk_req *r) { return r->txn_started; }
 
 /* Connection bookkeeping */
 

@@ -1,24 +1,31 @@
 /* lconn: momoko.Connection, a userdata around one mk_conn, either its own or one lent
  * by a pool (getconn, or a new pool connection being set up by connection_factory).
  *
- * Requests go through lreq.c (the lowner at the start of lconn). User value 1 is a
+ * Requests are built by lreq.c and submitted here to the mk_conn. User value 1 is a
  * table of options (dsn, setsession, factories, on_notice, decoders); a lent
  * connection shares its pool's table. An own idle connection nobody references is
  * closed by __gc; a lent one is given back to its pool (on the next loop turn: a
  * finalizer must not run the callbacks giving it back may start). */
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "lmomoko.h"
+#include "lconn.h"
+
+#include "lerror.h"
+#include "lfuture.h"
+#include "loptions.h"
+#include "lparams.h"
+#include "lreq.h"
 #include "mk_pool.h"
 
 typedef struct lconn {
-  lowner o;        /* first: lreq.c sees the connection through it */
+  lowner o;        /* first: lowner.c and lreq.c see the connection through it */
   mk_conn *c;      /* NULL once finalized, or once a lent connection was given back */
   int connect_ref; /* the future of the running connect */
   mk_pconn *pc;    /* the pool's entry of a lent connection, else NULL */
   lowner *pool;    /* the pool that lent it */
-  struct lconn *next, **pprev; /* st->conns (own connections only) */
+  lmk_closer closer; /* own connections only: closed at shutdown */
 } lconn;
 
 static lconn *check_conn(lua_State *L, int idx) { return luaL_checkudata(L, idx, LMK_CONN); }
@@ -50,14 +57,14 @@ static int connected_lua(lua_State *L) {
   }
   /* the Lua layer runs the factory in a coroutine and then resolves the future */
   lua_remove(L, 3);
-  lmk_run_factory(L, 1, 2, 3);
+  lmk_conn_run_factory(L, 1, 2, 3);
   return 0;
 }
 
 static void on_connected(mk_conn *c, const mk_error *err, void *ud) {
   lconn *lc = ud;
   (void)c;
-  if (!lmk_silent(&lc->o)) lmk_protect(lc->o.st, connected_lua, lc, (void *)err);
+  if (!lmk_silent(&lc->o)) lmk_enter(lc->o.st, connected_lua, lc, (void *)err);
 }
 
 static int notice_lua(lua_State *L) {
@@ -72,37 +79,57 @@ static int notice_lua(lua_State *L) {
 static void on_notice(mk_conn *c, const char *msg, void *ud) {
   lconn *lc = ud;
   (void)c;
-  if (!lmk_silent(&lc->o)) lmk_protect(lc->o.st, notice_lua, lc, (void *)msg);
+  if (!lmk_silent(&lc->o)) lmk_enter(lc->o.st, notice_lua, lc, (void *)msg);
 }
 
 static const mk_conn_hooks hooks = {on_connected, on_notice, NULL};
 
 /* Requests */
 
-static void conn_check(lua_State *L, lowner *o, const char *who) {
-  lconn *lc = (lconn *)o;
+/* The connection at 1, ready for requests; raises InterfaceError naming who. */
+static lconn *ready_conn(lua_State *L, const char *who) {
+  lconn *lc = check_conn(L, 1);
   mk_conn_state s = lc->c ? mk_conn_state_of(lc->c) : MK_CONN_CLOSED;
   if (!lc->c && lc->pool) lmk_raise(L, MK_ERR_INTERFACE, "%s: connection was given back to its pool", who);
   if (s == MK_CONN_CLOSED) lmk_raise(L, MK_ERR_INTERFACE, "%s: connection is closed", who);
   if (s == MK_CONN_NEW) lmk_raise(L, MK_ERR_INTERFACE, "%s: connection is not connected (call conn:connect() first)", who);
+  return lc;
 }
 
-static int conn_submit(lowner *o, mk_req *r, const char **why, int *raise) {
-  lconn *lc = (lconn *)o;
-  if (lc->c && mk_conn_submit(lc->c, r) == 0) return 0;
-  *why = "connection is closed";
-  *raise = 1;
-  return MK_ERR_INTERFACE;
-}
-
-static int conn_cancel(lowner *o, mk_req *r) {
+static int cancel_on_conn(lowner *o, mk_req *r) {
   lconn *lc = (lconn *)o;
   return lc->c ? mk_conn_cancel(lc->c, r) : 0;
 }
 
-static const lowner_ops conn_ops = {conn_check, conn_submit, conn_cancel};
+/* Hands the built request q to the connection; the future is on top. */
+static int submit(lua_State *L, lconn *lc, lreq *q) {
+  if (lc->c && mk_conn_submit(lc->c, lmk_req_core(q)) == 0) return 1;
+  return lmk_req_refuse(L, q, MK_ERR_INTERFACE, "connection is closed", 1);
+}
+
+static int conn_execute(lua_State *L) {
+  lconn *lc = ready_conn(L, "execute");
+  return submit(L, lc, lmk_req_execute(L, &lc->o, cancel_on_conn));
+}
+
+static int conn_callproc(lua_State *L) {
+  lconn *lc = ready_conn(L, "callproc");
+  return submit(L, lc, lmk_req_callproc(L, &lc->o, cancel_on_conn));
+}
+
+static int conn_transaction(lua_State *L) {
+  lconn *lc = ready_conn(L, "transaction");
+  return submit(L, lc, lmk_req_transaction(L, &lc->o, cancel_on_conn));
+}
+
+static int conn_ping(lua_State *L) {
+  lconn *lc = ready_conn(L, "ping");
+  return submit(L, lc, lmk_req_ping(L, &lc->o, cancel_on_conn));
+}
 
 /* Construction */
+
+static void conn_close_at_shutdown(lmk_closer *c);
 
 static const char *const known_options[] = {
   "dsn", "setsession", "cursor_factory", "connection_factory", "loop", "on_notice",
@@ -111,83 +138,9 @@ static const char *const known_options[] = {
 /* Pushes a new Connection userdata, created closed (finalized until it gets its
  * connection), with the options table at uv. */
 static lconn *new_lconn(lua_State *L, int uv) {
-  lconn *lc = (lconn *)lmk_owner_new(L, sizeof *lc, LMK_CONN, &conn_ops, uv);
+  lconn *lc = (lconn *)lmk_owner_new(L, sizeof *lc, LMK_CONN, uv);
   lc->connect_ref = LUA_NOREF;
   return lc;
-}
-
-/* Checks and copies the options shared by Connection and Pool from the table at opts
- * into the table at uv: dsn (parsed now: a malformed one raises here; host, hostaddr,
- * port and dbname are kept for tostring, never the password), setsession,
- * cursor_factory, connection_factory, on_notice, decoders. Returns the loop to use. */
-uv_loop_t *lmk_conn_options(lua_State *L, int opts, int uv, const char *who) {
-  lmk_state *st = lmk_state_of(L);
-  char *err = NULL;
-  PQconninfoOption *parsed;
-  uv_loop_t *loop;
-  if (lua_getfield(L, opts, "dsn") != LUA_TSTRING)
-    lmk_raise(L, MK_ERR_INTERFACE, "%s: dsn must be a string", who);
-  parsed = PQconninfoParse(lua_tostring(L, -1), &err);
-  if (!parsed) {
-    lua_pushstring(L, err ? err : "out of memory");
-    PQfreemem(err);
-    lmk_raise(L, MK_ERR_INTERFACE, "%s: invalid dsn: %s", who, lua_tostring(L, -1));
-  }
-  {
-    /* host and dbname for tostring; never the password */
-    PQconninfoOption *o;
-    for (o = parsed; o->keyword; o++) {
-      if (o->val && (strcmp(o->keyword, "host") == 0 || strcmp(o->keyword, "hostaddr") == 0 ||
-                     strcmp(o->keyword, "dbname") == 0 || strcmp(o->keyword, "port") == 0)) {
-        lua_pushstring(L, o->val);
-        lua_setfield(L, uv, o->keyword);
-      }
-    }
-    PQconninfoFree(parsed);
-  }
-  lua_setfield(L, uv, "dsn");
-  lua_getfield(L, opts, "setsession");
-  if (!lua_isnil(L, -1)) {
-    lua_Integer i, n;
-    if (!lua_istable(L, -1)) lmk_raise(L, MK_ERR_INTERFACE, "%s: setsession must be an array of SQL strings", who);
-    n = (lua_Integer)lua_rawlen(L, -1);
-    lua_createtable(L, (int)n, 0);
-    for (i = 1; i <= n; i++) {
-      if (lua_rawgeti(L, -2, i) != LUA_TSTRING)
-        lmk_raise(L, MK_ERR_INTERFACE, "%s: setsession[%d] must be a string", who, (int)i);
-      lua_rawseti(L, -2, i);
-    }
-    lua_setfield(L, uv, "setsession");
-  }
-  lua_pop(L, 1);
-  lua_getfield(L, opts, "cursor_factory");
-  (void)lmk_check_factory(L, -1, who);
-  lua_setfield(L, uv, "cursor_factory");
-  lua_getfield(L, opts, "connection_factory");
-  if (!lua_isnil(L, -1) && !lua_isfunction(L, -1))
-    lmk_raise(L, MK_ERR_INTERFACE, "%s: connection_factory must be a function", who);
-  lua_setfield(L, uv, "connection_factory");
-  lua_getfield(L, opts, "on_notice");
-  if (!lua_isnil(L, -1) && !lua_isfunction(L, -1))
-    lmk_raise(L, MK_ERR_INTERFACE, "%s: on_notice must be a function", who);
-  lua_setfield(L, uv, "on_notice");
-  if (lua_getfield(L, opts, "pipeline") != LUA_TNIL && lua_toboolean(L, -1))
-    lmk_raise(L, MK_ERR_NOT_SUPPORTED, "%s: pipeline mode is not available in this version", who);
-  lua_pop(L, 1);
-  if (lua_getfield(L, opts, "statement_cache_size") != LUA_TNIL &&
-      !(lua_isinteger(L, -1) && lua_tointeger(L, -1) == 0))
-    lmk_raise(L, MK_ERR_NOT_SUPPORTED, "%s: the statement cache is not available in this version (only 0 is accepted)", who);
-  lua_pop(L, 1);
-  lua_newtable(L);
-  lua_setfield(L, uv, "decoders");
-  if (lua_getfield(L, opts, "loop") != LUA_TNIL) {
-    if (!lua_islightuserdata(L, -1)) lmk_raise(L, MK_ERR_INTERFACE, "%s: loop must be a uv_loop_t* light userdata", who);
-    loop = lua_touserdata(L, -1);
-  } else {
-    loop = lmk_loop(L, st);
-  }
-  lua_pop(L, 1);
-  return loop;
 }
 
 
@@ -196,7 +149,7 @@ static int l_connection(lua_State *L) {
   lmk_state *st = lmk_state_of(L);
   lconn *lc;
   int opts, uv;
-  uv_loop_t *loop;
+  mk_loop *loop;
   if (lua_type(L, 1) == LUA_TSTRING) {
     if (!lua_isnoneornil(L, 2) && !lua_istable(L, 2))
       return lmk_raise(L, MK_ERR_INTERFACE, "Connection: opts must be a table");
@@ -221,27 +174,18 @@ static int l_connection(lua_State *L) {
     return lmk_raise(L, MK_ERR_INTERFACE, "Connection: a dsn string or an options table expected, got %s", luaL_typename(L, 1));
   }
   /* options, checked before anything is allocated */
-  lua_pushnil(L);
-  while (lua_next(L, opts)) {
-    int i, ok = 0;
-    lua_pop(L, 1);
-    for (i = 0; known_options[i] && lua_type(L, -1) == LUA_TSTRING; i++)
-      if (strcmp(lua_tostring(L, -1), known_options[i]) == 0) ok = 1;
-    if (!ok) return lmk_raise(L, MK_ERR_INTERFACE, "Connection: unknown option '%s'", luaL_tolstring(L, -1, NULL));
-  }
+  lmk_options_known(L, opts, known_options, "Connection");
   lua_createtable(L, 0, 8);
   uv = lua_gettop(L);
-  loop = lmk_conn_options(L, opts, uv, "Connection");
+  loop = lmk_options_shared(L, opts, uv, "Connection");
   /* the object is created closed, then given its resource (as liolib does) */
   lc = new_lconn(L, uv);
   lc->c = mk_conn_new(loop, &hooks, lc);
-  if (!lc->c) return luaL_error(L, "not enough memory");
+  if (!lc->c) return lmk_raise(L, MK_ERR_INTERFACE, "Connection: out of memory");
   lc->o.finalized = 0;
   st->nhandles++;
-  lc->next = st->conns;
-  if (st->conns) st->conns->pprev = &lc->next;
-  lc->pprev = &st->conns;
-  st->conns = lc;
+  lc->closer.close = conn_close_at_shutdown;
+  lmk_closer_add(st, &lc->closer);
   return 1;
 }
 
@@ -257,12 +201,11 @@ static void conn_free(lconn *lc) {
   mk_conn_release(lc->c);
   lc->c = NULL;
   lc->o.st->nhandles--;
-  *lc->pprev = lc->next;
-  if (lc->next) lc->next->pprev = lc->pprev;
+  lmk_closer_remove(&lc->closer);
 }
 
-void lmk_conn_close_all(lmk_state *st) {
-  while (st->conns) conn_free(st->conns);
+static void conn_close_at_shutdown(lmk_closer *c) {
+  conn_free((lconn *)((char *)c - offsetof(lconn, closer)));
 }
 
 static int conn_gc(lua_State *L) {
@@ -299,6 +242,18 @@ void lmk_conn_unlend(lua_State *L, int idx) {
 }
 
 /* Methods */
+
+void lmk_conn_run_factory(lua_State *L, int futidx, int connidx, int factoryidx) {
+  futidx = lua_absindex(L, futidx);
+  connidx = lua_absindex(L, connidx);
+  factoryidx = lua_absindex(L, factoryidx);
+  lua_getfield(L, LUA_REGISTRYINDEX, "momoko.after_connect");
+  lua_pushvalue(L, futidx);
+  lua_pushvalue(L, connidx);
+  lua_pushvalue(L, factoryidx);
+  lua_call(L, 3, 0);
+}
+
 
 static int conn_connect(lua_State *L) {
   lconn *lc = check_conn(L, 1);
@@ -408,7 +363,9 @@ static int conn_index(lua_State *L) {
 
 void lmk_open_conn(lua_State *L) {
   static const luaL_Reg methods[] = {
-    {"connect", conn_connect}, {"mogrify", conn_mogrify}, {"close", conn_close}, {NULL, NULL}};
+    {"connect", conn_connect},   {"mogrify", conn_mogrify},         {"close", conn_close},
+    {"execute", conn_execute},   {"callproc", conn_callproc},       {"transaction", conn_transaction},
+    {"ping", conn_ping},         {"_set_decoder", lmk_req_set_decoder}, {NULL, NULL}};
   static const luaL_Reg meta[] = {
     {"__index", conn_index}, {"__gc", conn_gc}, {"__close", conn_tbc_close},
     {"__tostring", conn_tostring}, {NULL, NULL}};

@@ -9,7 +9,9 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "lmomoko.h"
+#include "lparams.h"
+
+#include "lerror.h"
 #include "mk_buf.h"
 #include "mk_sql.h"
 #include "mk_text.h"

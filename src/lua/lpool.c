@@ -1,20 +1,30 @@
 /* lpool: momoko.Pool, a thin userdata around one mk_pool.
  *
- * Requests (execute, callproc, transaction, ping) go through lreq.c. getconn lends a
+ * Requests (execute, callproc, transaction, ping) are built by lreq.c and submitted
+ * here to the mk_pool. getconn lends a
  * Connection (lconn.c) that shares the pool's options table; that table names the
  * pool (field "pool"), so a lent connection keeps its pool alive. While a connect,
  * request, getconn or connection setup is outstanding, the pool is anchored. */
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "lmomoko.h"
+#include "lpool.h"
+
+#include "lconn.h"
+#include "lerror.h"
+#include "lfuture.h"
+#include "loptions.h"
+#include "lparams.h"
+#include "lreq.h"
+#include "mk_pool.h"
 
 typedef struct lpool {
-  lowner o; /* first: lreq.c sees the pool through it */
+  lowner o; /* first: lowner.c and lreq.c see the pool through it */
   mk_pool *p;
   int connect_ref; /* the future of connect() */
   int connected;   /* connect() was called */
-  struct lpool *next, **pprev; /* st->pools */
+  lmk_closer closer; /* closed at shutdown */
 } lpool;
 
 typedef struct lgetconn {
@@ -22,30 +32,67 @@ typedef struct lgetconn {
   int fref;
 } lgetconn;
 
+/* What on_got hands to got_lua. */
+typedef struct lmk_got {
+  mk_pool *p;
+  mk_pconn *pc;
+  const mk_error *err;
+} lmk_got;
+
+/* push_lent_lua(pool, lp, pc): the lent Connection, made under its own pcall. */
+static int push_lent_lua(lua_State *L) {
+  lpool *lp = lua_touserdata(L, 2);
+  lmk_conn_push_lent(L, 1, &lp->o, lua_touserdata(L, 3));
+  return 1;
+}
+
 static lpool *check_pool(lua_State *L, int idx) { return luaL_checkudata(L, idx, LMK_POOL); }
 
 static void push_pool(lua_State *L, lpool *lp) { lmk_push_owner(L, &lp->o); }
 
 /* Requests */
 
-static void pool_check(lua_State *L, lowner *o, const char *who) {
-  lpool *lp = (lpool *)o;
+/* The pool at 1, ready for requests; raises PoolError naming who. */
+static lpool *ready_pool(lua_State *L, const char *who) {
+  lpool *lp = check_pool(L, 1);
   if (!lp->p || mk_pool_closed(lp->p)) lmk_raise(L, MK_ERR_POOL, "%s: pool is closed", who);
   if (!lp->connected) lmk_raise(L, MK_ERR_POOL, "%s: pool is not connected (call pool:connect() first)", who);
+  return lp;
 }
 
-static int pool_submit(lowner *o, mk_req *r, const char **why, int *raise) {
-  lpool *lp = (lpool *)o;
-  *raise = 0; /* max_waiting and an unreachable server fail the request's future */
-  return mk_pool_submit(lp->p, r, why);
-}
-
-static int pool_cancel(lowner *o, mk_req *r) {
+static int cancel_on_pool(lowner *o, mk_req *r) {
   lpool *lp = (lpool *)o;
   return lp->p ? mk_pool_cancel(lp->p, r) : 0;
 }
 
-static const lowner_ops pool_ops = {pool_check, pool_submit, pool_cancel};
+/* Hands the built request q to the pool; the future is on top. max_waiting and an
+ * unreachable server fail the request's future rather than raise. */
+static int submit(lua_State *L, lpool *lp, lreq *q) {
+  const char *why = NULL;
+  int kind = mk_pool_submit(lp->p, lmk_req_core(q), &why);
+  if (kind) return lmk_req_refuse(L, q, (mk_kind)kind, why, 0);
+  return 1;
+}
+
+static int pool_execute(lua_State *L) {
+  lpool *lp = ready_pool(L, "execute");
+  return submit(L, lp, lmk_req_execute(L, &lp->o, cancel_on_pool));
+}
+
+static int pool_callproc(lua_State *L) {
+  lpool *lp = ready_pool(L, "callproc");
+  return submit(L, lp, lmk_req_callproc(L, &lp->o, cancel_on_pool));
+}
+
+static int pool_transaction(lua_State *L) {
+  lpool *lp = ready_pool(L, "transaction");
+  return submit(L, lp, lmk_req_transaction(L, &lp->o, cancel_on_pool));
+}
+
+static int pool_ping(lua_State *L) {
+  lpool *lp = ready_pool(L, "ping");
+  return submit(L, lp, lmk_req_ping(L, &lp->o, cancel_on_pool));
+}
 
 /* Hooks from the core */
 
@@ -70,7 +117,7 @@ static int connected_lua(lua_State *L) {
 static void on_connected(mk_pool *p, const mk_error *err, void *ud) {
   lpool *lp = ud;
   (void)p;
-  if (!lmk_silent(&lp->o)) lmk_protect(lp->o.st, connected_lua, lp, (void *)err);
+  if (!lmk_silent(&lp->o)) lmk_enter(lp->o.st, connected_lua, lp, (void *)err);
 }
 
 /* Setup of a new connection: connection_factory(conn) in a coroutine; when its future
@@ -108,7 +155,7 @@ static int setup_lua(lua_State *L) {
   lua_pushlightuserdata(L, lp);
   lua_pushcclosure(L, setup_finished, 2);
   lua_call(L, 2, 0);
-  lmk_run_factory(L, 3, 2, 5);
+  lmk_conn_run_factory(L, 3, 2, 5);
   return 0;
 }
 
@@ -118,7 +165,7 @@ static void on_setup(mk_pool *p, mk_pconn *pc, void *ud) {
     mk_pool_setup_done(p, pc, 0);
     return;
   }
-  lmk_protect(lp->o.st, setup_lua, lp, pc);
+  lmk_enter(lp->o.st, setup_lua, lp, pc);
 }
 
 static int notice_lua(lua_State *L) {
@@ -133,12 +180,14 @@ static int notice_lua(lua_State *L) {
 static void on_notice(mk_pool *p, const char *msg, void *ud) {
   lpool *lp = ud;
   (void)p;
-  if (!lmk_silent(&lp->o)) lmk_protect(lp->o.st, notice_lua, lp, (void *)msg);
+  if (!lmk_silent(&lp->o)) lmk_enter(lp->o.st, notice_lua, lp, (void *)msg);
 }
 
 static const mk_pool_hooks hooks = {on_connected, on_setup, on_notice};
 
 /* Construction */
+
+static void pool_close_at_shutdown(lmk_closer *c);
 
 static const char *const known_options[] = {
   "dsn", "setsession", "cursor_factory", "connection_factory", "loop", "on_notice",
@@ -146,57 +195,29 @@ static const char *const known_options[] = {
   "reconnect_interval", "auto_shrink", "shrink_delay", "shrink_period", "acquire_timeout",
   "max_waiting", "retry", NULL};
 
-/* An integer option within [min, max], or def when absent. */
-static int int_option(lua_State *L, int opts, const char *name, int def, lua_Integer min, lua_Integer max) {
-  lua_Integer v = 0;
-  if (lua_getfield(L, opts, name) == LUA_TNIL) {
-    lua_pop(L, 1);
-    return def;
-  }
-  if (!lua_isinteger(L, -1) || (v = lua_tointeger(L, -1)) < min || v > max)
-    lmk_raise(L, MK_ERR_INTERFACE, "Pool: %s must be an integer from %d to %d", name, (int)min, (int)max);
-  lua_pop(L, 1);
-  return (int)v;
-}
-
-static int bool_option(lua_State *L, int opts, const char *name, int def) {
-  int t = lua_getfield(L, opts, name), v = def;
-  if (t == LUA_TBOOLEAN) v = lua_toboolean(L, -1);
-  else if (t != LUA_TNIL) lmk_raise(L, MK_ERR_INTERFACE, "Pool: %s must be a boolean", name);
-  lua_pop(L, 1);
-  return v;
-}
-
 /* momoko.Pool(opts) */
 static int l_pool(lua_State *L) {
   lmk_state *st = lmk_state_of(L);
   mk_pool_opts o;
   lpool *lp;
-  uv_loop_t *loop;
-  int uv, i, n = 0;
+  mk_loop *loop;
+  int uv, n = 0;
   const char **sess = NULL;
   if (!lua_istable(L, 1))
     return lmk_raise(L, MK_ERR_INTERFACE, "Pool: an options table expected, got %s", luaL_typename(L, 1));
   lua_settop(L, 1);
-  lua_pushnil(L);
-  while (lua_next(L, 1)) {
-    int ok = 0;
-    lua_pop(L, 1);
-    for (i = 0; known_options[i] && lua_type(L, -1) == LUA_TSTRING; i++)
-      if (strcmp(lua_tostring(L, -1), known_options[i]) == 0) ok = 1;
-    if (!ok) return lmk_raise(L, MK_ERR_INTERFACE, "Pool: unknown option '%s'", luaL_tolstring(L, -1, NULL));
-  }
+  lmk_options_known(L, 1, known_options, "Pool");
   memset(&o, 0, sizeof o);
-  o.size = int_option(L, 1, "size", 1, 1, 10000);
-  o.max_size = int_option(L, 1, "max_size", o.size, 1, 10000);
+  o.size = lmk_opt_int(L, 1, "size", 1, 1, 10000, "Pool");
+  o.max_size = lmk_opt_int(L, 1, "max_size", o.size, 1, 10000, "Pool");
   if (o.max_size < o.size) return lmk_raise(L, MK_ERR_INTERFACE, "Pool: max_size must not be below size");
-  o.raise_connect_errors = bool_option(L, 1, "raise_connect_errors", 1);
-  o.reconnect_interval_ms = int_option(L, 1, "reconnect_interval", 500, 1, 0x7fffffff);
-  o.auto_shrink = bool_option(L, 1, "auto_shrink", 0);
-  o.shrink_delay_ms = int_option(L, 1, "shrink_delay", 120000, 0, 0x7fffffff);
-  o.shrink_period_ms = int_option(L, 1, "shrink_period", 120000, 1, 0x7fffffff);
-  o.acquire_timeout_ms = int_option(L, 1, "acquire_timeout", 0, 1, 0x7fffffff);
-  o.max_waiting = int_option(L, 1, "max_waiting", -1, 0, 0x7fffffff);
+  o.raise_connect_errors = lmk_opt_bool(L, 1, "raise_connect_errors", 1, "Pool");
+  o.reconnect_interval_ms = lmk_opt_int(L, 1, "reconnect_interval", 500, 1, 0x7fffffff, "Pool");
+  o.auto_shrink = lmk_opt_bool(L, 1, "auto_shrink", 0, "Pool");
+  o.shrink_delay_ms = lmk_opt_int(L, 1, "shrink_delay", 120000, 0, 0x7fffffff, "Pool");
+  o.shrink_period_ms = lmk_opt_int(L, 1, "shrink_period", 120000, 1, 0x7fffffff, "Pool");
+  o.acquire_timeout_ms = lmk_opt_int(L, 1, "acquire_timeout", 0, 1, 0x7fffffff, "Pool");
+  o.max_waiting = lmk_opt_int(L, 1, "max_waiting", -1, 0, 0x7fffffff, "Pool");
   lua_getfield(L, 1, "retry");
   if (lua_isnil(L, -1) || (lua_type(L, -1) == LUA_TSTRING && strcmp(lua_tostring(L, -1), "safe") == 0))
     o.retry = MK_RETRY_SAFE;
@@ -210,7 +231,7 @@ static int l_pool(lua_State *L) {
 
   lua_createtable(L, 0, 10);
   uv = lua_gettop(L);
-  loop = lmk_conn_options(L, 1, uv, "Pool");
+  loop = lmk_options_shared(L, 1, uv, "Pool");
   lua_getfield(L, uv, "connection_factory");
   o.setup = !lua_isnil(L, -1);
   lua_pop(L, 1);
@@ -220,18 +241,16 @@ static int l_pool(lua_State *L) {
   o.setsession = sess;
   o.nsetsession = n;
 
-  lp = (lpool *)lmk_owner_new(L, sizeof *lp, LMK_POOL, &pool_ops, uv);
+  lp = (lpool *)lmk_owner_new(L, sizeof *lp, LMK_POOL, uv);
   lp->connect_ref = LUA_NOREF;
   lua_pushvalue(L, -1);
   lua_setfield(L, uv, "pool"); /* lent connections reach their pool through it */
   lp->p = mk_pool_new(loop, &o, &hooks, lp); /* copies conninfo and setsession */
-  if (!lp->p) return luaL_error(L, "not enough memory");
+  if (!lp->p) return lmk_raise(L, MK_ERR_INTERFACE, "Pool: out of memory");
   lp->o.finalized = 0;
   st->nhandles++;
-  lp->next = st->pools;
-  if (st->pools) st->pools->pprev = &lp->next;
-  lp->pprev = &st->pools;
-  st->pools = lp;
+  lp->closer.close = pool_close_at_shutdown;
+  lmk_closer_add(st, &lp->closer);
   return 1;
 }
 
@@ -241,12 +260,11 @@ static void pool_free(lpool *lp) {
   mk_pool_release(lp->p);
   lp->p = NULL;
   lp->o.st->nhandles--;
-  *lp->pprev = lp->next;
-  if (lp->next) lp->next->pprev = lp->pprev;
+  lmk_closer_remove(&lp->closer);
 }
 
-void lmk_pool_close_all(lmk_state *st) {
-  while (st->pools) pool_free(st->pools);
+static void pool_close_at_shutdown(lmk_closer *c) {
+  pool_free((lpool *)((char *)c - offsetof(lpool, closer)));
 }
 
 static int pool_gc(lua_State *L) {
@@ -279,19 +297,28 @@ static int pool_connect(lua_State *L) {
   return 1;
 }
 
+/* Resolves the getconn future with a lent Connection, or fails it. Should making the
+ * Connection fail (memory), nobody got pc: it goes back to the pool, and the error to
+ * on_error. */
 static int got_lua(lua_State *L) {
   lgetconn *g = lua_touserdata(L, 1);
-  mk_pconn *pc = lua_touserdata(L, 2);
-  const mk_error *err = lua_touserdata(L, 3);
+  const lmk_got *got = lua_touserdata(L, 2);
   lua_settop(L, 0);
   lua_rawgeti(L, LUA_REGISTRYINDEX, g->fref);
-  if (err) {
-    lmk_push_mk_error(L, err);
+  if (got->err) {
+    lmk_push_mk_error(L, got->err);
     lmk_future_fail(L, 1);
     return 0;
   }
   push_pool(L, g->lp);
-  lmk_conn_push_lent(L, 2, &g->lp->o, pc);
+  lua_pushcfunction(L, push_lent_lua);
+  lua_pushvalue(L, 2);
+  lua_pushlightuserdata(L, g->lp);
+  lua_pushlightuserdata(L, got->pc);
+  if (lua_pcall(L, 3, 1, 0) != LUA_OK) {
+    mk_pool_putconn(got->p, got->pc);
+    return lua_error(L);
+  }
   lmk_future_resolve(L, 1, 1);
   return 0;
 }
@@ -300,22 +327,15 @@ static void on_got(mk_pool *p, mk_pconn *pc, const mk_error *err, void *ud) {
   lgetconn *g = ud;
   lpool *lp = g->lp;
   lua_State *L = lp->o.st->L;
-  int rc;
+  lmk_got got;
   if (lmk_silent(&lp->o)) {
     free(g);
     return;
   }
-  lua_pushcfunction(L, got_lua);
-  lua_pushlightuserdata(L, g);
-  lua_pushlightuserdata(L, pc);
-  lua_pushlightuserdata(L, (void *)err);
-  lp->o.st->callbacks++;
-  rc = lua_pcall(L, 3, 0, 0);
-  lp->o.st->callbacks--;
-  if (rc != LUA_OK) {
-    lmk_report(L);
-    if (pc) mk_pool_putconn(p, pc); /* nobody got it: give it back */
-  }
+  got.p = p;
+  got.pc = pc;
+  got.err = err;
+  lmk_enter(lp->o.st, got_lua, g, &got);
   luaL_unref(L, LUA_REGISTRYINDEX, g->fref);
   lmk_unpend(L, &lp->o);
   free(g);
@@ -323,22 +343,25 @@ static void on_got(mk_pool *p, mk_pconn *pc, const mk_error *err, void *ud) {
 
 /* pool:getconn{ping = true}: a future of a Connection reserved until putconn. */
 static int pool_getconn(lua_State *L) {
-  lpool *lp = check_pool(L, 1);
-  int ping = 1, kind;
+  lpool *lp = ready_pool(L, "getconn");
+  int ping = 1, kind, fref;
   const char *why = NULL;
   lgetconn *g;
-  pool_check(L, &lp->o, "getconn");
   if (!lua_isnoneornil(L, 2)) {
     if (!lua_istable(L, 2)) return lmk_raise(L, MK_ERR_INTERFACE, "getconn: opts must be a table");
     if (lua_getfield(L, 2, "ping") != LUA_TNIL) ping = lua_toboolean(L, -1);
   }
   lua_settop(L, 1);
-  g = malloc(sizeof *g);
-  if (!g) return luaL_error(L, "not enough memory");
-  g->lp = lp;
   lmk_future_new(L);
   lua_pushvalue(L, -1);
-  g->fref = luaL_ref(L, LUA_REGISTRYINDEX);
+  fref = luaL_ref(L, LUA_REGISTRYINDEX);
+  g = malloc(sizeof *g);
+  if (!g) {
+    luaL_unref(L, LUA_REGISTRYINDEX, fref);
+    return lmk_raise(L, MK_ERR_INTERFACE, "getconn: out of memory");
+  }
+  g->lp = lp;
+  g->fref = fref;
   lmk_pend(L, &lp->o, 1);
   kind = mk_pool_getconn(lp->p, ping, on_got, g, &why);
   if (kind) {
@@ -451,9 +474,11 @@ static int pool_index(lua_State *L) {
 
 void lmk_open_pool(lua_State *L) {
   static const luaL_Reg methods[] = {
-    {"connect", pool_connect}, {"getconn", pool_getconn}, {"putconn", pool_putconn},
-    {"close", pool_close},     {"stats", pool_stats},     {"_owns", pool_owns},
-    {"_check_params", pool_check_params}, {NULL, NULL}};
+    {"connect", pool_connect},   {"getconn", pool_getconn},     {"putconn", pool_putconn},
+    {"close", pool_close},       {"stats", pool_stats},         {"_owns", pool_owns},
+    {"_check_params", pool_check_params},
+    {"execute", pool_execute},   {"callproc", pool_callproc},   {"transaction", pool_transaction},
+    {"ping", pool_ping},         {"_set_decoder", lmk_req_set_decoder}, {NULL, NULL}};
   static const luaL_Reg meta[] = {
     {"__index", pool_index}, {"__gc", pool_gc}, {"__close", pool_close},
     {"__tostring", pool_tostring}, {NULL, NULL}};

@@ -39,6 +39,13 @@ void mk_timer_stop(mk_timer *t);
 void mk_timer_keepalive(mk_timer *t, int on);
 void mk_timer_close(mk_timer *t);
 
+/* libuv's default loop (created on first use; never NULL on Linux). */
+mk_loop *mk_loop_default(void);
+/* Runs the loop: until nothing keeps it alive (once 0), or one iteration that waits for
+ * an event (once 1). Returns non-zero if work is left. Not re-entrant: the caller makes
+ * sure no uv_run is active on loop. */
+int mk_loop_run(mk_loop *loop, int once);
+
 /* The current loop time in milliseconds (libuv's cached clock). */
 uint64_t mk_loop_now(mk_loop *loop);
 

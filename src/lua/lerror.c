@@ -5,7 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "lmomoko.h"
+#include "lerror.h"
 
 static void push_trimmed(lua_State *L, const char *s) {
   size_t n = strlen(s);

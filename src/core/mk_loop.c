@@ -107,6 +107,10 @@ void mk_timer_close(mk_timer *t) {
   if (t) uv_close((uv_handle_t *)&t->timer, free_handle);
 }
 
+mk_loop *mk_loop_default(void) { return uv_default_loop(); }
+
+int mk_loop_run(mk_loop *loop, int once) { return uv_run(loop, once ? UV_RUN_ONCE : UV_RUN_DEFAULT); }
+
 uint64_t mk_loop_now(mk_loop *loop) { return uv_now(loop); }
 
 const char *mk_loop_strerror(int err) { return uv_strerror(err); }

@@ -1,0 +1,151 @@
+/* mk_req: request construction, results and errors (see mk_req.h). */
+#include "mk_req.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+mk_req *mk_req_new(int nstmts, unsigned flags, int timeout_ms, mk_req_done_fn done, void *ud) {
+  mk_req *r;
+  if (nstmts < 1) return NULL;
+  r = calloc(1, sizeof *r);
+  if (!r) return NULL;
+  r->stmts = calloc((size_t)nstmts, sizeof *r->stmts);
+  r->results = calloc((size_t)nstmts, sizeof *r->results);
+  if (!r->stmts || !r->results) {
+    free(r->stmts);
+    free(r->results);
+    free(r);
+    return NULL;
+  }
+  r->nstmts = nstmts;
+  r->flags = flags;
+  r->timeout_ms = timeout_ms;
+  r->done = done;
+  r->ud = ud;
+  return r;
+}
+
+static void stmt_free(mk_stmt *st) {
+  int j;
+  for (j = 0; j < st->nparams; j++) free(st->values[j]);
+  free(st->values);
+  free(st->lengths);
+  free(st->formats);
+  free(st->types);
+  free(st->sql);
+}
+
+int mk_req_stmt(mk_req *r, int i, const char *sql, size_t len, int nparams) {
+  mk_stmt *st = &r->stmts[i];
+  stmt_free(st);
+  memset(st, 0, sizeof *st);
+  st->nparams = -1;
+  st->sql = malloc(len + 1);
+  if (!st->sql) return -1;
+  memcpy(st->sql, sql, len);
+  st->sql[len] = '\0';
+  if (nparams < 0) return 0;
+  if (nparams > 0) {
+    size_t n = (size_t)nparams;
+    st->values = calloc(n, sizeof *st->values);
+    st->lengths = calloc(n, sizeof *st->lengths);
+    st->formats = calloc(n, sizeof *st->formats);
+    st->types = calloc(n, sizeof *st->types);
+    if (!st->values || !st->lengths || !st->formats || !st->types) {
+      free(st->values);
+      free(st->lengths);
+      free(st->formats);
+      free(st->types);
+      st->values = NULL;
+      st->lengths = NULL;
+      st->formats = NULL;
+      st->types = NULL;
+      return -1;
+    }
+  }
+  st->nparams = nparams;
+  return 0;
+}
+
+int mk_req_param(mk_req *r, int i, int j, const char *val, size_t len, int format, Oid type) {
+  mk_stmt *st = &r->stmts[i];
+  char *copy = NULL;
+  if (val) {
+    copy = malloc(len + 1);
+    if (!copy) return -1;
+    memcpy(copy, val, len);
+    copy[len] = '\0';
+  }
+  free(st->values[j]);
+  st->values[j] = copy;
+  st->lengths[j] = (int)len;
+  st->formats[j] = format;
+  st->types[j] = type;
+  return 0;
+}
+
+static void req_clear_results(mk_req *r) {
+  int i;
+  for (i = 0; i < r->nstmts; i++) {
+    PQclear(r->results[i]);
+    r->results[i] = NULL;
+  }
+  mk_error_clear(&r->err);
+}
+
+void mk_req_reset(mk_req *r) {
+  req_clear_results(r);
+  r->step = 0;
+  r->may_have_run = 0;
+  r->txn_started = 0;
+  r->timed_out = 0;
+  r->copy_out = 0;
+}
+
+void mk_req_free(mk_req *r) {
+  int i;
+  if (!r) return;
+  mk_timer_close(r->timer);
+  req_clear_results(r);
+  for (i = 0; i < r->nstmts; i++) stmt_free(&r->stmts[i]);
+  free(r->stmts);
+  free(r->results);
+  free(r);
+}
+
+void *mk_req_ud(const mk_req *r) { return r->ud; }
+
+const char *mk_req_sql(const mk_req *r, int i) {
+  return (i >= 0 && i < r->nstmts && r->stmts[i].sql) ? r->stmts[i].sql : "";
+}
+
+void mk_req_set_done(mk_req *r, mk_req_done_fn done, void *ud) {
+  r->done = done;
+  r->ud = ud;
+}
+
+void mk_req_get_done(const mk_req *r, mk_req_done_fn *done, void **ud) {
+  *done = r->done;
+  *ud = r->ud;
+}
+
+int mk_req_count(const mk_req *r) { return r->nstmts; }
+
+PGresult *mk_req_take_result(mk_req *r, int i) {
+  PGresult *res;
+  if (i < 0 || i >= r->nstmts) return NULL;
+  res = r->results[i];
+  r->results[i] = NULL;
+  return res;
+}
+
+mk_error *mk_req_error(mk_req *r) { return r->err.kind != MK_ERR_NONE ? &r->err : NULL; }
+
+int mk_req_may_have_run(const mk_req *r) { return r->may_have_run; }
+
+void mk_req_fail(mk_req *r, mk_kind kind, const char *msg) {
+  mk_error_clear(&r->err);
+  mk_error_set(&r->err, kind, msg);
+}
+
+int mk_req_txn_started(const mk_req *r) { return r->txn_started; }

@@ -1,0 +1,98 @@
+/* mk_req: one request for a connection: its statements and their parameters (copies
+ * the request owns), its results and its error, and where it stands while a connection
+ * runs it. The submitter owns a request except while it is queued on a connection;
+ * the connection hands it back, exactly once, through its done callback.
+ *
+ * The struct is visible to the connection (mk_conn.c), which drives the steps; every
+ * other user goes through the functions below. */
+#ifndef MK_REQ_H
+#define MK_REQ_H
+
+#include <stddef.h>
+#include <libpq-fe.h>
+
+#include "mk_error.h"
+#include "mk_loop.h"
+
+typedef struct mk_req mk_req;
+struct mk_conn;
+
+/* Called exactly once per submitted request, when it ended (result, error, timeout,
+ * cancel or closed connection). Ownership of r returns to the submitter, who frees it
+ * with mk_req_free or submits it again after mk_req_reset. */
+typedef void (*mk_req_done_fn)(mk_req *r, void *ud);
+
+
+/* Request flags. */
+#define MK_REQ_TXN 1u      /* BEGIN; statements; COMMIT */
+#define MK_REQ_ROLLBACK 2u /* with MK_REQ_TXN: ROLLBACK after a failed statement */
+
+/* A new request of nstmts statements (1 unless MK_REQ_TXN). timeout_ms 0: none.
+ * Returns NULL when memory ran out. */
+mk_req *mk_req_new(int nstmts, unsigned flags, int timeout_ms, mk_req_done_fn done, void *ud);
+/* Sets statement i's SQL (copied). nparams < 0 sends it with the simple protocol
+ * (several statements allowed); otherwise with nparams bound parameters, each to be
+ * set with mk_req_param. Returns 0 or -1 when memory ran out. */
+int mk_req_stmt(mk_req *r, int i, const char *sql, size_t len, int nparams);
+/* Sets parameter j of statement i: val (copied; NULL for SQL NULL) of len bytes,
+ * format 0 text or 1 binary, type OID (0 lets the server infer it). 0 or -1. */
+int mk_req_param(mk_req *r, int i, int j, const char *val, size_t len, int format, Oid type);
+/* Frees a request that is not queued on a connection, with any results it holds. */
+void mk_req_free(mk_req *r);
+/* Clears results and error of a completed request so that it can be submitted again. */
+void mk_req_reset(mk_req *r);
+void *mk_req_ud(const mk_req *r);
+/* The SQL of statement i as it was set. */
+const char *mk_req_sql(const mk_req *r, int i);
+void mk_req_set_done(mk_req *r, mk_req_done_fn done, void *ud);
+void mk_req_get_done(const mk_req *r, mk_req_done_fn *done, void **ud);
+/* Number of statements, and the result of statement i: ownership moves to the caller
+ * (NULL when it has none or it was taken). */
+int mk_req_count(const mk_req *r);
+PGresult *mk_req_take_result(mk_req *r, int i);
+/* The error, or NULL when the request succeeded. */
+mk_error *mk_req_error(mk_req *r);
+/* 1 if the request may have taken effect on the server: it was handed to libpq on a
+ * healthy connection, and was not answered with the server ending the session before
+ * any result (57P01-57P03, which rolls it back). 0 if it certainly did not. */
+int mk_req_may_have_run(const mk_req *r);
+/* Sets the error of a request that is not queued on a connection (a pool's waiter). */
+void mk_req_fail(mk_req *r, mk_kind kind, const char *msg);
+/* 1 once a transaction's BEGIN was sent. */
+int mk_req_txn_started(const mk_req *r);
+
+/* The connection's view of a request. */
+typedef struct mk_stmt {
+  char *sql;
+  int nparams; /* -1: simple protocol */
+  char **values;
+  int *lengths;
+  int *formats;
+  Oid *types;
+} mk_stmt;
+
+struct mk_req {
+  mk_req *next;
+  struct mk_conn *conn; /* set while queued or running */
+  int nstmts;
+  unsigned flags;
+  int timeout_ms;
+  int internal; /* the setsession request */
+  mk_stmt *stmts;
+  PGresult **results;
+  mk_error err;
+  int step; /* plain: 1. txn: 0 BEGIN, 1..n statements, n+1 COMMIT, n+2 ROLLBACK */
+  int may_have_run;
+  int txn_started;
+  int timed_out;
+  int copy_out;
+  mk_timer *timer;
+  mk_req_done_fn done;
+  void *ud;
+};
+
+
+#define MK_REQ_COMMIT_STEP(r) ((r)->nstmts + 1)
+#define MK_REQ_ROLLBACK_STEP(r) ((r)->nstmts + 2)
+
+#endif

@@ -1,0 +1,18 @@
+/* lcursor: momoko.Cursor, a userdata over one PGresult, which it owns from the push
+ * on and clears once (close or __gc). Internal. */
+#ifndef LCURSOR_H
+#define LCURSOR_H
+
+#include <lua.h>
+#include <libpq-fe.h>
+
+#define LMK_CURSOR "momoko.Cursor"
+
+/* Pushes a cursor that owns res from then on (NULL: no result; also on error, res is
+ * cleared once by the GC). dict selects rows keyed by column name. decoders is the
+ * index of the connection's decoder table (oid -> function, or {array = fn}), or 0. */
+void lmk_cursor_push(lua_State *L, PGresult *res, const char *query, int dict, int decoders);
+/* Registers the Cursor metatable. */
+void lmk_open_cursor(lua_State *L);
+
+#endif

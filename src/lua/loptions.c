@@ -1,0 +1,150 @@
+/* loptions: option checks shared by Connection and Pool (see loptions.h). */
+#include "loptions.h"
+
+#include <string.h>
+
+#include "lerror.h"
+#include <libpq-fe.h>
+
+void lmk_options_known(lua_State *L, int opts, const char *const *known, const char *who) {
+  lua_pushnil(L);
+  while (lua_next(L, opts)) {
+    int i, ok = 0;
+    lua_pop(L, 1);
+    for (i = 0; known[i] && lua_type(L, -1) == LUA_TSTRING; i++)
+      if (strcmp(lua_tostring(L, -1), known[i]) == 0) ok = 1;
+    if (!ok) lmk_raise(L, MK_ERR_INTERFACE, "%s: unknown option '%s'", who, luaL_tolstring(L, -1, NULL));
+  }
+}
+
+mk_loop *lmk_options_shared(lua_State *L, int opts, int uv, const char *who) {
+  lmk_state *st = lmk_state_of(L);
+  char *err = NULL;
+  PQconninfoOption *parsed;
+  mk_loop *loop;
+  if (lua_getfield(L, opts, "dsn") != LUA_TSTRING)
+    lmk_raise(L, MK_ERR_INTERFACE, "%s: dsn must be a string", who);
+  parsed = PQconninfoParse(lua_tostring(L, -1), &err);
+  if (!parsed) {
+    lua_pushstring(L, err ? err : "out of memory");
+    PQfreemem(err);
+    lmk_raise(L, MK_ERR_INTERFACE, "%s: invalid dsn: %s", who, lua_tostring(L, -1));
+  }
+  {
+    /* host and dbname for tostring; never the password */
+    PQconninfoOption *o;
+    for (o = parsed; o->keyword; o++) {
+      if (o->val && (strcmp(o->keyword, "host") == 0 || strcmp(o->keyword, "hostaddr") == 0 ||
+                     strcmp(o->keyword, "dbname") == 0 || strcmp(o->keyword, "port") == 0)) {
+        lua_pushstring(L, o->val);
+        lua_setfield(L, uv, o->keyword);
+      }
+    }
+    PQconninfoFree(parsed);
+  }
+  lua_setfield(L, uv, "dsn");
+  lua_getfield(L, opts, "setsession");
+  if (!lua_isnil(L, -1)) {
+    lua_Integer i, n;
+    if (!lua_istable(L, -1)) lmk_raise(L, MK_ERR_INTERFACE, "%s: setsession must be an array of SQL strings", who);
+    n = (lua_Integer)lua_rawlen(L, -1);
+    lua_createtable(L, (int)n, 0);
+    for (i = 1; i <= n; i++) {
+      if (lua_rawgeti(L, -2, i) != LUA_TSTRING)
+        lmk_raise(L, MK_ERR_INTERFACE, "%s: setsession[%d] must be a string", who, (int)i);
+      lua_rawseti(L, -2, i);
+    }
+    lua_setfield(L, uv, "setsession");
+  }
+  lua_pop(L, 1);
+  lua_getfield(L, opts, "cursor_factory");
+  (void)lmk_check_factory(L, -1, who);
+  lua_setfield(L, uv, "cursor_factory");
+  lua_getfield(L, opts, "connection_factory");
+  if (!lua_isnil(L, -1) && !lua_isfunction(L, -1))
+    lmk_raise(L, MK_ERR_INTERFACE, "%s: connection_factory must be a function", who);
+  lua_setfield(L, uv, "connection_factory");
+  lua_getfield(L, opts, "on_notice");
+  if (!lua_isnil(L, -1) && !lua_isfunction(L, -1))
+    lmk_raise(L, MK_ERR_INTERFACE, "%s: on_notice must be a function", who);
+  lua_setfield(L, uv, "on_notice");
+  if (lua_getfield(L, opts, "pipeline") != LUA_TNIL && lua_toboolean(L, -1))
+    lmk_raise(L, MK_ERR_NOT_SUPPORTED, "%s: pipeline mode is not available in this version", who);
+  lua_pop(L, 1);
+  if (lua_getfield(L, opts, "statement_cache_size") != LUA_TNIL &&
+      !(lua_isinteger(L, -1) && lua_tointeger(L, -1) == 0))
+    lmk_raise(L, MK_ERR_NOT_SUPPORTED, "%s: the statement cache is not available in this version (only 0 is accepted)", who);
+  lua_pop(L, 1);
+  lua_newtable(L);
+  lua_setfield(L, uv, "decoders");
+  if (lua_getfield(L, opts, "loop") != LUA_TNIL) {
+    if (!lua_islightuserdata(L, -1)) lmk_raise(L, MK_ERR_INTERFACE, "%s: loop must be a uv_loop_t* light userdata", who);
+    loop = lua_touserdata(L, -1);
+  } else {
+    loop = lmk_loop(L, st);
+  }
+  lua_pop(L, 1);
+  return loop;
+}
+
+int lmk_opt_int(lua_State *L, int opts, const char *name, int def, lua_Integer min, lua_Integer max,
+                const char *who) {
+  lua_Integer v = 0;
+  if (lua_getfield(L, opts, name) == LUA_TNIL) {
+    lua_pop(L, 1);
+    return def;
+  }
+  if (!lua_isinteger(L, -1) || (v = lua_tointeger(L, -1)) < min || v > max)
+    lmk_raise(L, MK_ERR_INTERFACE, "%s: %s must be an integer from %d to %d", who, name, (int)min, (int)max);
+  lua_pop(L, 1);
+  return (int)v;
+}
+
+int lmk_opt_bool(lua_State *L, int opts, const char *name, int def, const char *who) {
+  int t = lua_getfield(L, opts, name), v = def;
+  if (t == LUA_TBOOLEAN) v = lua_toboolean(L, -1);
+  else if (t != LUA_TNIL) lmk_raise(L, MK_ERR_INTERFACE, "%s: %s must be a boolean", who, name);
+  lua_pop(L, 1);
+  return v;
+}
+
+int lmk_check_factory(lua_State *L, int idx, const char *who) {
+  if (lua_isnil(L, idx) || lua_isfunction(L, idx)) return 0;
+  if (lua_type(L, idx) == LUA_TSTRING &&
+      (strcmp(lua_tostring(L, idx), "array") == 0 || strcmp(lua_tostring(L, idx), "dict") == 0))
+    return strcmp(lua_tostring(L, idx), "dict") == 0;
+  return lmk_raise(L, MK_ERR_INTERFACE, "%s: cursor_factory must be momoko.cursors.array, momoko.cursors.dict or a function", who);
+}
+
+const char **lmk_setsession(lua_State *L, int uv, int *n) {
+  const char **sess = NULL;
+  int i;
+  *n = 0;
+  uv = lua_absindex(L, uv);
+  if (lua_getfield(L, uv, "setsession") != LUA_TTABLE) {
+    lua_pop(L, 1);
+    lua_pushnil(L);
+    return NULL;
+  }
+  *n = (int)lua_rawlen(L, -1);
+  sess = lua_newuserdatauv(L, sizeof *sess * (size_t)(*n ? *n : 1), 0);
+  for (i = 0; i < *n; i++) {
+    lua_rawgeti(L, -2, i + 1);
+    sess[i] = lua_tostring(L, -1); /* anchored by the options table */
+    lua_pop(L, 1);
+  }
+  lua_remove(L, -2);
+  return sess;
+}
+
+void lmk_call_notice(lua_State *L, int uvidx, int objidx, const char *msg) {
+  size_t n = strlen(msg);
+  if (lua_getfield(L, uvidx, "on_notice") != LUA_TFUNCTION) {
+    lua_pop(L, 1);
+    return;
+  }
+  lua_pushvalue(L, objidx);
+  while (n > 0 && msg[n - 1] == '\n') n--;
+  lua_pushlstring(L, msg, n);
+  lua_call(L, 2, 0);
+}

@@ -1,0 +1,31 @@
+/* loptions: checking the options tables of Connection and Pool, and reading the
+ * checked copy (the object's options table, user value 1) back. Every bad option
+ * raises InterfaceError naming the constructor, before anything is allocated.
+ * Internal. */
+#ifndef LOPTIONS_H
+#define LOPTIONS_H
+
+#include "lstate.h"
+
+/* Raises unless every key of the table at opts is one of known (NULL-terminated). */
+void lmk_options_known(lua_State *L, int opts, const char *const *known, const char *who);
+/* Checks and copies the options shared by Connection and Pool from the table at opts
+ * into the table at uv: dsn (parsed now: a malformed one raises; host, hostaddr, port
+ * and dbname are kept for tostring, never the password), setsession, cursor_factory,
+ * connection_factory, on_notice, and an empty decoders table. Returns the loop. */
+mk_loop *lmk_options_shared(lua_State *L, int opts, int uv, const char *who);
+/* An integer option of the table at opts within [min, max], or def when absent. */
+int lmk_opt_int(lua_State *L, int opts, const char *name, int def, lua_Integer min, lua_Integer max,
+                const char *who);
+/* A boolean option, or def when absent. */
+int lmk_opt_bool(lua_State *L, int opts, const char *name, int def, const char *who);
+/* Checks a cursor_factory value (nil, "array", "dict", function); 1 for "dict". */
+int lmk_check_factory(lua_State *L, int idx, const char *who);
+/* Pushes an array of the setsession strings of the options table at uv (or nil) and
+ * returns it (a userdata, freed by the GC); the strings stay anchored by that table. */
+const char **lmk_setsession(lua_State *L, int uv, int *n);
+/* Calls the on_notice function of the options table at uvidx, if any, with the object
+ * at objidx and msg without its trailing newline. */
+void lmk_call_notice(lua_State *L, int uvidx, int objidx, const char *msg);
+
+#endif

@@ -1,0 +1,25 @@
+/* lparams: Lua values to PostgreSQL parameters, for requests and for mogrify, and the
+ * tagged parameter values momoko.bytea, momoko.json and momoko.hstore. Internal. */
+#ifndef LPARAMS_H
+#define LPARAMS_H
+
+#include <lua.h>
+#include <libpq-fe.h>
+
+#include "mk_req.h"
+
+#define LMK_PARAM "momoko.Param"
+
+/* Pushes the prepared form of the statement at sqlidx with the parameters at pidx
+ * (none, nil, an array, or a table of :names). Raises InterfaceError for bad values;
+ * nothing is allocated outside Lua. */
+void lmk_params_check(lua_State *L, int sqlidx, int pidx);
+/* Copies the prepared statement at prepidx into statement i of r. Never raises;
+ * returns 0, or -1 when memory ran out. */
+int lmk_params_fill(lua_State *L, mk_req *r, int i, int prepidx);
+/* Pushes sql with its parameters inlined as literals escaped for pg. */
+int lmk_mogrify(lua_State *L, PGconn *pg, int sqlidx, int pidx);
+/* Registers momoko.Param and adds bytea, json_text, hstore to the module table. */
+void lmk_open_params(lua_State *L);
+
+#endif

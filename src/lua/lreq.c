@@ -1,0 +1,295 @@
+/* lreq: request records, their futures and their completion (see lreq.h). */
+#include "lreq.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "lcursor.h"
+#include "lerror.h"
+#include "lfuture.h"
+#include "loptions.h"
+#include "lparams.h"
+#include "mk_sql.h"
+
+/* What a request resolves to. */
+enum { R_CURSOR, R_TXN, R_OWNER };
+
+struct lreq {
+  lowner *o;
+  mk_req *r;
+  lmk_req_cancel_fn cancel;
+  lfuture *f;  /* the future, kept alive by fref */
+  int fref;    /* the future */
+  int factory; /* registry ref of a per-request cursor_factory, or LUA_NOREF */
+  int kind;
+};
+
+/* Pushes what one statement result becomes: a cursor, or the cursor factory's value. */
+static void push_result(lua_State *L, lreq *q, int i, int uv) {
+  PGresult *res = mk_req_take_result(q->r, i);
+  int factory;
+  lua_getfield(L, uv, "decoders");
+  if (q->factory != LUA_NOREF)
+    lua_rawgeti(L, LUA_REGISTRYINDEX, q->factory);
+  else
+    lua_getfield(L, uv, "cursor_factory");
+  factory = lua_gettop(L);
+  lmk_cursor_push(L, res, mk_req_sql(q->r, i),
+                  lua_type(L, factory) == LUA_TSTRING && strcmp(lua_tostring(L, factory), "dict") == 0,
+                  factory - 1);
+  if (lua_isfunction(L, factory)) {
+    lua_pushvalue(L, factory);
+    lua_insert(L, -2);
+    lua_call(L, 1, 1);
+  }
+  lua_replace(L, factory - 1);
+  lua_settop(L, factory - 1);
+}
+
+static int req_finish_lua(lua_State *L) {
+  lreq *q = lua_touserdata(L, 1);
+  mk_error *err = mk_req_error(q->r);
+  int uv;
+  lua_settop(L, 0);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, q->fref);
+  if (err) {
+    lmk_push_mk_error(L, err);
+    lmk_future_fail(L, 1);
+    return 0;
+  }
+  lmk_push_owner(L, q->o);
+  if (q->kind == R_OWNER) {
+    lmk_future_resolve(L, 1, 1);
+    return 0;
+  }
+  lua_getiuservalue(L, 2, 1);
+  uv = lua_gettop(L);
+  if (q->kind == R_CURSOR) {
+    push_result(L, q, 0, uv);
+  } else {
+    int i, n = mk_req_count(q->r);
+    lua_createtable(L, n, 0);
+    for (i = 0; i < n; i++) {
+      push_result(L, q, i, uv);
+      lua_rawseti(L, -2, i + 1);
+    }
+  }
+  lmk_future_resolve(L, 1, 1);
+  return 0;
+}
+
+/* Resolves or fails the future; a result factory (or anything else) that raises fails
+ * the future with its error, which thus reaches whoever awaits it. */
+static int req_done_lua(lua_State *L) {
+  lreq *q = lua_touserdata(L, 1);
+  lua_settop(L, 1);
+  lua_pushcfunction(L, req_finish_lua);
+  lua_pushlightuserdata(L, q);
+  if (lua_pcall(L, 1, 0, 0) != LUA_OK) {
+    lua_rawgeti(L, LUA_REGISTRYINDEX, q->fref);
+    lua_insert(L, -2);
+    lmk_future_fail(L, -2);
+  }
+  return 0;
+}
+
+/* The core hands r back. No Lua may reach the core's request once it completed: the
+ * cancel hook goes before anything runs (a cursor_factory may call f:cancel()). */
+static void req_done(mk_req *r, void *ud) {
+  lreq *q = ud;
+  lowner *o = q->o;
+  lua_State *L = o->st->L;
+  lmk_future_set_cancel(q->f, NULL, NULL);
+  if (!lmk_silent(o)) {
+    lmk_enter(o->st, req_done_lua, q, NULL);
+    luaL_unref(L, LUA_REGISTRYINDEX, q->fref);
+    luaL_unref(L, LUA_REGISTRYINDEX, q->factory);
+    lmk_unpend(L, o);
+  }
+  free(q);
+  mk_req_free(r);
+}
+
+static int cancel_req(lua_State *L, void *ud) {
+  lreq *q = ud;
+  (void)L;
+  return q->cancel(q->o, q->r);
+}
+
+/* Builds a request of nstmts prepared statements (on the stack from first) for the
+ * owner at index 1, resolving to kind; timeout and factory from the opts table at
+ * optidx. Pushes the future. Whatever may raise happens before the mallocs, and when
+ * a malloc fails everything is freed before raising. */
+static lreq *build(lua_State *L, lowner *o, lmk_req_cancel_fn cancel, int first, int nstmts, unsigned flags,
+                   int kind, int optidx) {
+  lua_Integer timeout = 0;
+  int i, factory = LUA_NOREF, fref;
+  lfuture *f;
+  lreq *q;
+  mk_req *r;
+  if (optidx) {
+    if (lua_getfield(L, optidx, "timeout") != LUA_TNIL) {
+      if (!lua_isinteger(L, -1) || lua_tointeger(L, -1) < 0 || lua_tointeger(L, -1) > 0x7fffffff)
+        lmk_raise(L, MK_ERR_INTERFACE, "opts.timeout must be a non-negative integer (ms)");
+      timeout = lua_tointeger(L, -1);
+    }
+    lua_pop(L, 1);
+    lua_getfield(L, optidx, "cursor_factory");
+    if (!lua_isnil(L, -1)) lmk_check_factory(L, -1, "opts");
+  } else {
+    lua_pushnil(L);
+  }
+  factory = lua_isnil(L, -1) ? (lua_pop(L, 1), LUA_NOREF) : luaL_ref(L, LUA_REGISTRYINDEX);
+  f = lmk_future_new(L);
+  lua_pushvalue(L, -1);
+  fref = luaL_ref(L, LUA_REGISTRYINDEX);
+  lmk_pend(L, o, 1);
+  q = malloc(sizeof *q);
+  r = mk_req_new(nstmts, flags, (int)timeout, req_done, q);
+  if (!q || !r) goto nomem;
+  for (i = 0; i < nstmts; i++)
+    if (lmk_params_fill(L, r, i, first + i) < 0) goto nomem;
+  q->o = o;
+  q->r = r;
+  q->cancel = cancel;
+  q->kind = kind;
+  q->factory = factory;
+  q->f = f;
+  q->fref = fref;
+  lmk_future_set_cancel(f, cancel_req, q);
+  return q;
+nomem:
+  lmk_unpend(L, o);
+  luaL_unref(L, LUA_REGISTRYINDEX, fref);
+  luaL_unref(L, LUA_REGISTRYINDEX, factory);
+  free(q);
+  mk_req_free(r);
+  lmk_raise(L, MK_ERR_INTERFACE, "not enough memory");
+  return NULL;
+}
+
+mk_req *lmk_req_core(lreq *q) { return q->r; }
+
+int lmk_req_refuse(lua_State *L, lreq *q, mk_kind kind, const char *why, int raise) {
+  lmk_future_set_cancel(q->f, NULL, NULL);
+  lmk_unpend(L, q->o);
+  luaL_unref(L, LUA_REGISTRYINDEX, q->fref);
+  luaL_unref(L, LUA_REGISTRYINDEX, q->factory);
+  mk_req_free(q->r);
+  free(q);
+  if (raise) return lmk_raise(L, kind, "%s", why);
+  lmk_push_error(L, kind, why); /* the future fails with it */
+  lmk_future_fail(L, -2);
+  return 1;
+}
+
+static int opt_table(lua_State *L, int idx, const char *who) {
+  if (lua_isnoneornil(L, idx)) return 0;
+  if (!lua_istable(L, idx)) return lmk_raise(L, MK_ERR_INTERFACE, "%s: opts must be a table", who);
+  return idx;
+}
+
+lreq *lmk_req_execute(lua_State *L, lowner *o, lmk_req_cancel_fn cancel) {
+  int opts = opt_table(L, 4, "execute");
+  lua_settop(L, 4);
+  lmk_params_check(L, 2, 3);
+  return build(L, o, cancel, 5, 1, 0, R_CURSOR, opts);
+}
+
+lreq *lmk_req_callproc(lua_State *L, lowner *o, lmk_req_cancel_fn cancel) {
+  int opts = opt_table(L, 4, "callproc");
+  size_t len;
+  const char *name;
+  lua_Integer i, n = 0;
+  luaL_Buffer b;
+  lua_settop(L, 4);
+  if (lua_type(L, 2) != LUA_TSTRING) lmk_raise(L, MK_ERR_INTERFACE, "callproc: name must be a string");
+  name = lua_tolstring(L, 2, &len);
+  if (!mk_sql_is_routine_name(name, len))
+    lmk_raise(L, MK_ERR_INTERFACE, "callproc: '%s' is not a routine name", name);
+  if (!lua_isnil(L, 3)) {
+    /* positional only: the count must be known before the SQL is built */
+    if (!lua_istable(L, 3)) lmk_raise(L, MK_ERR_INTERFACE, "callproc: params must be an array");
+    lua_pushnil(L);
+    while (lua_next(L, 3)) {
+      lua_pop(L, 1);
+      if (lua_type(L, -1) == LUA_TSTRING && strcmp(lua_tostring(L, -1), "n") != 0)
+        lmk_raise(L, MK_ERR_INTERFACE, "callproc: params must be an array (named arguments are not supported)");
+    }
+    if (lua_getfield(L, 3, "n") != LUA_TNIL) {
+      if (!lua_isinteger(L, -1) || lua_tointeger(L, -1) < 0)
+        lmk_raise(L, MK_ERR_INTERFACE, "callproc: params.n must be a non-negative integer");
+      n = lua_tointeger(L, -1);
+    } else {
+      n = (lua_Integer)lua_rawlen(L, 3);
+    }
+    lua_pop(L, 1);
+    if (n > 65535)
+      lmk_raise(L, MK_ERR_INTERFACE, "callproc: too many parameters (%d; PostgreSQL allows 65535)", n > 0x7fffffff ? -1 : (int)n);
+  }
+  luaL_buffinit(L, &b);
+  luaL_addstring(&b, "SELECT * FROM ");
+  luaL_addlstring(&b, name, len);
+  luaL_addchar(&b, '(');
+  for (i = 1; i <= n; i++) {
+    if (i > 1) luaL_addstring(&b, ", ");
+    lua_pushfstring(L, "$%d", (int)i);
+    luaL_addvalue(&b);
+  }
+  luaL_addchar(&b, ')');
+  luaL_pushresult(&b);
+  lua_replace(L, 2);
+  lmk_params_check(L, 2, 3);
+  return build(L, o, cancel, 5, 1, 0, R_CURSOR, opts);
+}
+
+lreq *lmk_req_transaction(lua_State *L, lowner *o, lmk_req_cancel_fn cancel) {
+  int opts = opt_table(L, 3, "transaction"), first;
+  unsigned flags = MK_REQ_TXN | MK_REQ_ROLLBACK;
+  lua_Integer i, n;
+  lua_settop(L, 3);
+  if (!lua_istable(L, 2) || (n = (lua_Integer)lua_rawlen(L, 2)) == 0)
+    lmk_raise(L, MK_ERR_INTERFACE, "transaction: statements must be a non-empty array");
+  if (opts && lua_getfield(L, opts, "auto_rollback") != LUA_TNIL && !lua_toboolean(L, -1)) flags = MK_REQ_TXN;
+  lua_settop(L, 3);
+  luaL_checkstack(L, (int)n + 8, "too many statements");
+  first = 4;
+  for (i = 1; i <= n; i++) {
+    int t = lua_rawgeti(L, 2, i), item = lua_gettop(L);
+    if (t == LUA_TSTRING) {
+      lua_pushnil(L);
+    } else if (t == LUA_TTABLE) {
+      lua_rawgeti(L, item, 1);
+      lua_rawgeti(L, item, 2);
+      lua_remove(L, item);
+      item = lua_gettop(L) - 1;
+      if (lua_type(L, item) != LUA_TSTRING)
+        lmk_raise(L, MK_ERR_INTERFACE, "transaction: statement %d must be \"sql\" or {\"sql\", params}", (int)i);
+    } else {
+      lmk_raise(L, MK_ERR_INTERFACE, "transaction: statement %d must be \"sql\" or {\"sql\", params}", (int)i);
+    }
+    lmk_params_check(L, item, item + 1);
+    lua_replace(L, item);
+    lua_pop(L, 1);
+  }
+  return build(L, o, cancel, first, (int)n, flags, R_TXN, opts);
+}
+
+lreq *lmk_req_ping(lua_State *L, lowner *o, lmk_req_cancel_fn cancel) {
+  lua_settop(L, 1);
+  lua_pushliteral(L, "SELECT 1");
+  lmk_params_check(L, 2, 3);
+  return build(L, o, cancel, 3, 1, 0, R_OWNER, 0);
+}
+
+int lmk_req_set_decoder(lua_State *L) {
+  lua_Integer oid;
+  luaL_checktype(L, 1, LUA_TUSERDATA);
+  oid = luaL_checkinteger(L, 2);
+  lua_settop(L, 3);
+  lua_getiuservalue(L, 1, 1);
+  lua_getfield(L, -1, "decoders");
+  lua_pushvalue(L, 3);
+  lua_rawseti(L, -2, oid);
+  return 0;
+}

@@ -1,0 +1,70 @@
+/* lstate: the bottom of the binding. One lmk_state per Lua state that loaded
+ * momoko.core: the main thread, the loop in use (chosen on first use: luv's when luv
+ * is loaded, else libuv's default), the one guard around running the loop, the one
+ * way the core's callbacks enter Lua, and shutdown over one list of closers (every
+ * connection, pool, timer the binding owns registers one). Internal. */
+#ifndef LSTATE_H
+#define LSTATE_H
+
+#include <lauxlib.h>
+#include <lua.h>
+
+#include "mk_loop.h"
+
+/* Lua 5.4.4 has lua_resetthread; 5.4.6 renamed it lua_closethread. Both return the
+ * status of the coroutine's last error (or LUA_OK) after closing its to-be-closed
+ * variables. */
+#if LUA_VERSION_RELEASE_NUM >= 50406
+#define lmk_closethread(L, from) lua_closethread(L, from)
+#else
+#define lmk_closethread(L, from) ((void)(from), lua_resetthread(L))
+#endif
+
+/* Something the binding must close at shutdown (lua_close or luv's loop finalizer).
+ * close runs no Lua: it only closes handles and frees; it is called once, after the
+ * closer was taken off the list. */
+typedef struct lmk_closer lmk_closer;
+struct lmk_closer {
+  void (*close)(lmk_closer *c);
+  lmk_closer *next, **pprev; /* on st->closers while pprev is not NULL */
+};
+
+typedef struct lmk_state {
+  lua_State *L;          /* the main thread: callbacks from the core run Lua here */
+  mk_loop *loop;         /* chosen at first use (lmk_loop) */
+  int luv_loop;          /* the loop is luv's */
+  int running;           /* depth of loop runs made by momoko */
+  int callbacks;         /* depth of core callbacks running Lua (lmk_enter) */
+  int closing;           /* shutting down: no Lua from callbacks any more */
+  int nhandles;          /* live libuv users: set_loop needs 0 */
+  lmk_closer *closers;   /* closed at shutdown, newest first */
+} lmk_state;
+
+/* Creates the state of L at the first luaopen (later calls find it). */
+lmk_state *lmk_state_open(lua_State *L);
+/* The state of L (raises if momoko.core is not loaded, which cannot happen). */
+lmk_state *lmk_state_of(lua_State *L);
+/* The loop, chosen on first call: luv's if luv is loaded, else libuv's default. */
+mk_loop *lmk_loop(lua_State *L, lmk_state *st);
+/* 1 if a loop run is active on the loop (momoko's own or luv's). */
+int lmk_loop_running(lua_State *L, lmk_state *st);
+/* The one uv_run guard. Raises InterfaceError with refusal when the loop cannot be run
+ * here (it runs already, or a core callback is running Lua). Then runs the loop: to
+ * the end when done is NULL, else one iteration at a time until done(ud) is true.
+ * Returns 0, or -1 when the loop ran out of work before done(ud). */
+int lmk_run_loop(lua_State *L, lmk_state *st, int (*done)(void *ud), void *ud, const char *refusal);
+
+/* Enters Lua from a core callback: runs fn(a, b) as light userdata under lua_pcall on
+ * the main thread, counted in st->callbacks. An error goes to on_error (lmk_report).
+ * Returns the pcall status. */
+int lmk_enter(lmk_state *st, lua_CFunction fn, void *a, void *b);
+
+/* Registers c (its close set) to be closed at shutdown; lmk_closer_remove takes it off
+ * again (idempotent). Neither allocates. */
+void lmk_closer_add(lmk_state *st, lmk_closer *c);
+void lmk_closer_remove(lmk_closer *c);
+
+/* Adds run, loop and set_loop to the module table on top. */
+void lmk_open_state(lua_State *L);
+
+#endif
