@@ -180,4 +180,26 @@ function H.assert_kind(kind, err)
   luassert.is_true(momoko.is(err, kind))
 end
 
+--- Asserts that future f is done and failed with an InterfaceError "connection closed"
+--- (name says which future, in the messages).
+function H.assert_closed_error(f, name)
+  luassert.is_true(f:done(), name .. " is done")
+  local e = f:error()
+  luassert.is_true(momoko.is(e, "InterfaceError"), name .. ": " .. tostring(e))
+  luassert.is_false(momoko.is(e, "DatabaseError"), name .. ": " .. tostring(e))
+  luassert.equal("connection closed", e.message, name)
+end
+
+--- Asserts that the loop and a main-thread await still work.
+function H.assert_loop_usable()
+  luassert.equal("awaited", H.async(function()
+    momoko.sleep(1):await()
+    return "awaited"
+  end))
+  local ok, err = pcall(function() return momoko.sleep(1):await() end)
+  luassert.is_true(ok, tostring(err))
+  ok, err = pcall(momoko.run)
+  luassert.is_true(ok, tostring(err))
+end
+
 return H
