@@ -1,4 +1,4 @@
--- Failures injected by tcproxy (spec/tcproxy_helper.lua) between Pools and the server:
+-- Failures injected by tcproxy (spec/support/tcproxy_helper.lua) between Pools and the server:
 -- API §6 "Dead connections and retry" where the network, not the server, fails.
 -- pool_failure_spec.lua covers killed backends and a stopped server; here:
 --

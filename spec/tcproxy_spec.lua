@@ -1,4 +1,4 @@
--- tcproxy (tcproxy/, spec/tcproxy_helper.lua): the proxy the failure specs put between
+-- tcproxy (tcproxy/, spec/support/tcproxy_helper.lua): the proxy the failure specs put between
 -- momoko and the server. Checks forwarding, each control command as momoko sees it
 -- (drop, refuse, stall, delay, stats, quit) and that the proxy never outlives its parent.
 local momoko = require "momoko"

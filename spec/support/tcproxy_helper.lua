@@ -41,11 +41,11 @@ local function exists(path)
   return f ~= nil
 end
 
--- <repo>: the parent of the folder this file is in.
+-- <repo>: two folders above this file (it is <repo>/spec/support/tcproxy_helper.lua).
 local function repo_root()
   local src = debug.getinfo(1, "S").source
   local dir = src:match("^@(.*)/[^/]*$") or "."
-  return (dir:match("^(.*)/[^/]*$") or (dir .. "/.."))
+  return dir:match("^(.*)/spec/support$") or (dir == "spec/support" and ".") or (dir .. "/../..")
 end
 
 --- The tcproxy binary to run; raises if there is none.

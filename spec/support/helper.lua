@@ -95,12 +95,63 @@ function H.running_pid(app, text)
   return pid
 end
 
+-- Runs a small luv program in a child lua5.4 (code must not contain a single quote) and
+-- returns the io.popen handle of its output. A child, not this process: luv handles
+-- here would live on the loop momoko shares with luv.
+local function luv_child(code)
+  assert(not code:find("'", 1, true), "luv_child: no single quotes in the code")
+  return assert(io.popen("exec env -u LD_PRELOAD lua5.4 -e '" .. code .. "'"))
+end
+
 --- A port on 127.0.0.1 nothing listens on (bound, then released, by the kernel's choice).
 function H.closed_port()
-  local p = assert(io.popen([[python3 -c "import socket; s=socket.socket(); s.bind(('127.0.0.1',0)); print(s.getsockname()[1]); s.close()"]]))
+  local p = luv_child([[
+    local uv = require "luv"
+    local tcp = uv.new_tcp()
+    assert(tcp:bind("127.0.0.1", 0))
+    print(tcp:getsockname().port)
+    tcp:close()
+    uv.run()
+  ]])
   local port = tonumber(p:read("l"))
   p:close()
-  return assert(port)
+  return assert(port, "closed_port: the luv child printed no port")
+end
+
+--- A server on 127.0.0.1 that accepts TCP connections and never answers: a child
+--- lua5.4 (luv) that exits by itself after `seconds` (default 30). Returns
+--- {port =, pid =, stop = function}; stop() kills it and waits for it.
+function H.silent_server(seconds)
+  local p = luv_child(string.format([[
+    local uv = require "luv"
+    local server = uv.new_tcp()
+    assert(server:bind("127.0.0.1", 0))
+    local held = {}
+    assert(server:listen(8, function(err)
+      assert(not err, err)
+      local client = uv.new_tcp()
+      server:accept(client)
+      held[#held + 1] = client -- accepted, then never read from or written to
+    end))
+    io.stdout:write(server:getsockname().port, " ", uv.os_getpid(), "\n")
+    io.stdout:flush()
+    uv.new_timer():start(%d, 0, function() uv.stop() end)
+    uv.run()
+  ]], math.floor((seconds or 30) * 1000)))
+  local line = p:read("l") or ""
+  local port, pid = line:match("^(%d+) (%d+)$")
+  if not port then
+    p:close()
+    error("silent_server: the luv child did not start: " .. line)
+  end
+  local server = {port = tonumber(port), pid = tonumber(pid)}
+  function server.stop()
+    if not p then return end
+    os.execute("kill " .. server.pid .. " 2>/dev/null")
+    p:close()
+    p = nil
+  end
+  return server
 end
 
 --- A real (not temporary) table with these columns, to be looked at from psql.
@@ -127,6 +178,28 @@ function H.assert_kind(kind, err)
   luassert.equal(momoko.Error, getmetatable(err), "not a momoko error: " .. tostring(err))
   luassert.equal(kind, err.kind, tostring(err))
   luassert.is_true(momoko.is(err, kind))
+end
+
+--- Asserts that future f is done and failed with an InterfaceError "connection closed"
+--- (name says which future, in the messages).
+function H.assert_closed_error(f, name)
+  luassert.is_true(f:done(), name .. " is done")
+  local e = f:error()
+  luassert.is_true(momoko.is(e, "InterfaceError"), name .. ": " .. tostring(e))
+  luassert.is_false(momoko.is(e, "DatabaseError"), name .. ": " .. tostring(e))
+  luassert.equal("connection closed", e.message, name)
+end
+
+--- Asserts that the loop and a main-thread await still work.
+function H.assert_loop_usable()
+  luassert.equal("awaited", H.async(function()
+    momoko.sleep(1):await()
+    return "awaited"
+  end))
+  local ok, err = pcall(function() return momoko.sleep(1):await() end)
+  luassert.is_true(ok, tostring(err))
+  ok, err = pcall(momoko.run)
+  luassert.is_true(ok, tostring(err))
 end
 
 return H
