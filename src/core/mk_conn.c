@@ -779,6 +779,9 @@ static void start_pq(mk_conn *c, const char *conninfo, const char *const *kw, co
  * and its messages). A name with several addresses becomes as many host entries, so
  * libpq tries each in turn as it would have; every other entry (an address, a socket
  * directory, an empty entry) is passed on as it was, with an empty hostaddr. */
+/* A lookup whose result could not be kept (libuv's codes are other negative numbers). */
+#define LOOKUP_NOMEM (-100000)
+
 struct lookup {
   mk_conn *c;
   mk_resolve *req; /* NULL when none is needed, or once it ended */
@@ -864,7 +867,7 @@ static void dns_done(mk_conn *c) {
     } else if (d->lk[i].status < 0) {
       if (!err[0])
         snprintf(err, sizeof err, "could not translate host name \"%s\" to address: %s", d->hosts[i],
-                 mk_loop_strerror(d->lk[i].status));
+                 d->lk[i].status == LOOKUP_NOMEM ? "out of memory" : mk_loop_strerror(d->lk[i].status));
     } else {
       char *a = d->lk[i].addrs, *next;
       for (; a && !oom; a = next) {
@@ -917,7 +920,7 @@ static void on_resolved(void *ud, int status, const char *addrs) {
   enter(c);
   lk->req = NULL;
   lk->status = status;
-  if (status == 0 && !(lk->addrs = strdup(addrs))) lk->status = -1;
+  if (status == 0 && !(lk->addrs = strdup(addrs))) lk->status = LOOKUP_NOMEM;
   if (c->state == MK_CONN_CONNECTING && c->dns && --c->dns->left == 0) dns_done(c);
   leave(c);
 }
@@ -963,7 +966,7 @@ static int dns_start(mk_conn *c, const char *conninfo, int *timeout_ms) {
     d->left++;
     lk->req = mk_resolve_start(c->loop, d->hosts[i], on_resolved, lk, &err);
     if (!lk->req) { /* counts as ended with that error */
-      lk->status = err < 0 ? err : -1;
+      lk->status = err < 0 ? err : LOOKUP_NOMEM;
       d->left--;
     }
   }
