@@ -707,9 +707,12 @@ static void on_io(void *ud, int events, int status) {
       if (can_send(c)) lost(c);
     } else {
       if (events & MK_WRITE) {
-        if (c->copy_end_pending)
+        if (c->copy_end_pending) {
           copy_end(c, c->copy_end_pending == 1 ? COPY_FROM_MSG : NULL);
-        else
+          /* read_input stopped while the end was not sent: what libpq buffered since
+           * is read now, the socket may not say so again */
+          if (!c->copy_end_pending) events |= MK_READ;
+        } else
           flush(c);
       }
       if ((events & MK_READ) && can_send(c)) read_input(c);
