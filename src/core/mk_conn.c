@@ -2,15 +2,35 @@
  *
  * Every entry from libuv or from the owner runs between enter() and leave(). Callbacks
  * into the owner may close or release the connection; code after a callback re-reads
- * c->state, and PQfinish and free(c) wait until the outermost leave(). */
+ * c->state, and PQfinish and free(c) wait until the outermost leave().
+ *
+ * Notices: libpq copies the notice receiver and its argument into every PGresult, and
+ * calls it for its own checks on the result (an out-of-range PQgetvalue or PQfname),
+ * also after the connection was closed and freed. The argument is therefore a small
+ * sink of its own (struct notice_sink), counted by libpq's event hooks: one reference
+ * for the PGconn (dropped at PQfinish) and one per live result (dropped at PQclear). */
 #include "mk_conn.h"
 
 #include "mk_cancel.h"
 
+#include <arpa/inet.h>
+#include <libpq-events.h>
+#include <limits.h>
 #include <openssl/ssl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+/* How long a cancel request may take to reach the server when the conninfo sets no
+ * connect_timeout. */
+#define CANCEL_DEADLINE_MS 10000
+
+typedef struct notice_sink {
+  int refs;    /* the PGconn, and each live result of it */
+  mk_conn *c;  /* NULL once the PGconn is finished */
+} notice_sink;
+
+struct dns; /* a connect waiting for host names to be resolved */
 
 struct mk_conn {
   mk_loop *loop;
@@ -23,23 +43,28 @@ struct mk_conn {
   mk_req *inflight; /* the request being run (the head), or NULL */
   int depth;        /* nesting of enter() */
   struct pending_cancel *cancels; /* cancel requests still on their way to the server */
-  mk_timer *recheck; /* looks again for delivered cancels while requests wait */
+  mk_timer *cancel_timer; /* the deadline of the oldest of them */
+  int cancel_deadline_ms;
+  int copy_end_pending; /* PQputCopyEnd would block: retried when writable */
   int broken;       /* the socket reported an error: read what is left, send nothing */
   int released;
   mk_conn_hooks hooks;
   void *ud;
   uint64_t last_used;
   mk_req *setsession; /* waits here between mk_conn_connect and the handshake's end */
+  notice_sink *sink;  /* the notice receiver's argument while pg lives */
+  struct dns *dns;    /* host names being resolved before libpq starts */
 };
 
 #define ROLLBACK_STEP(r) MK_REQ_ROLLBACK_STEP(r)
 #define COMMIT_STEP(r) MK_REQ_COMMIT_STEP(r)
 
 static void lost(mk_conn *c);
+static void lost_with(mk_conn *c, const char *why);
 static void advance(mk_conn *c);
 static int cancels_pending(mk_conn *c);
 static void drop_cancels(mk_conn *c, int all);
-static void recheck_soon(mk_conn *c);
+static void dns_free(struct dns *d);
 static void on_io(void *ud, int events, int status);
 static void send_step(mk_conn *c, mk_req *r);
 
@@ -49,27 +74,30 @@ static int can_send(const mk_conn *c);
 
 static void enter(mk_conn *c) { c->depth++; }
 
+static void finish_pg(mk_conn *c) {
+  if (!c->pg) return;
+  if (c->sink) c->sink->c = NULL; /* results that outlive c call a receiver that drops */
+  c->sink = NULL;
+  PQfinish(c->pg); /* its event: the sink loses the PGconn's reference */
+  c->pg = NULL;
+}
+
 /* Requests submitted from inside a callback (depth > 0) wait here, at the outermost
- * leave(): sending from within libpq's or a completion's call chain is not safe. */
+ * leave(): sending from within libpq's or a completion's call chain is not safe. A
+ * request that waits for a cancel request is sent by that cancel's end (on_cancel_end). */
 static void leave(mk_conn *c) {
-  while (c->depth == 1 && !c->released && !c->broken && can_send(c) && !c->inflight && c->head) {
-    if (cancels_pending(c)) {
-      recheck_soon(c);
-      break;
-    }
+  while (c->depth == 1 && !c->released && !c->broken && can_send(c) && !c->inflight && c->head &&
+         !cancels_pending(c))
     advance(c);
-  }
   if (--c->depth > 0) return;
   /* an idle connection is watched (to notice its death) but is no work for the loop:
    * momoko.run() returns once nothing is connecting, queued or running */
   if (c->io) mk_io_keepalive(c->io, c->state == MK_CONN_CONNECTING || c->head != NULL);
-  if (c->state == MK_CONN_CLOSED && c->pg) {
-    PQfinish(c->pg);
-    c->pg = NULL;
-  }
+  if (c->state == MK_CONN_CLOSED) finish_pg(c);
   if (c->released) {
     drop_cancels(c, 1);
-    mk_timer_close(c->recheck);
+    mk_timer_close(c->cancel_timer);
+    dns_free(c->dns);
     free(c);
   }
 }
@@ -79,6 +107,7 @@ mk_conn *mk_conn_new(mk_loop *loop, const mk_conn_hooks *hooks, void *ud) {
   if (!c) return NULL;
   c->loop = loop;
   c->state = MK_CONN_NEW;
+  c->cancel_deadline_ms = CANCEL_DEADLINE_MS;
   if (hooks) c->hooks = *hooks;
   c->ud = ud;
   return c;
@@ -97,8 +126,47 @@ static void notify(mk_conn *c, const char *msg) {
 }
 
 static void on_pq_notice(void *arg, const PGresult *res) {
-  mk_conn *c = arg;
-  if (c->state != MK_CONN_CLOSED) notify(c, PQresultErrorMessage(res));
+  notice_sink *s = arg;
+  mk_conn *c = s->c;
+  if (c && c->state != MK_CONN_CLOSED) notify(c, PQresultErrorMessage(res));
+}
+
+static void sink_unref(notice_sink *s) {
+  if (--s->refs == 0) free(s);
+}
+
+/* libpq's events keep the count of the sink's holders. */
+static int sink_event(PGEventId id, void *info, void *pass) {
+  notice_sink *s = pass;
+  (void)info;
+  switch (id) {
+  case PGEVT_RESULTCREATE:
+  case PGEVT_RESULTCOPY:
+    s->refs++;
+    break;
+  case PGEVT_RESULTDESTROY:
+  case PGEVT_CONNDESTROY:
+    sink_unref(s);
+    break;
+  default:
+    break;
+  }
+  return 1;
+}
+
+/* Gives c->pg its notice receiver. -1 when memory ran out. */
+static int attach_sink(mk_conn *c) {
+  notice_sink *s = malloc(sizeof *s);
+  if (!s) return -1;
+  s->refs = 1;
+  s->c = c;
+  if (!PQregisterEventProc(c->pg, sink_event, "momoko notices", s)) {
+    free(s);
+    return -1;
+  }
+  c->sink = s;
+  PQsetNoticeReceiver(c->pg, on_pq_notice, s);
+  return 0;
 }
 
 /* Takes r off the queue; 0 if it was not on it (already ended). */
@@ -112,7 +180,10 @@ static int unlink_req(mk_conn *c, mk_req *r) {
   if (!*p) return 0;
   *p = r->next;
   if (c->tail == r) c->tail = prev;
-  if (c->inflight == r) c->inflight = NULL;
+  if (c->inflight == r) {
+    c->inflight = NULL;
+    c->copy_end_pending = 0;
+  }
   r->next = NULL;
   r->conn = NULL;
   mk_timer_close(r->timer);
@@ -137,11 +208,14 @@ static void complete(mk_conn *c, mk_req *r) {
 
 /* Cancel requests in flight (mk_cancel.c). Until they are delivered nothing new is
  * sent: a cancel meant for a request that finished meanwhile would otherwise hit the
- * next one. The connection never waits for them otherwise: it may close and be freed
- * while a cancel is stuck, and only drops its reference then. */
+ * next one. Each one's end wakes the loop (on_cancel_end); one that has not ended
+ * within cancel_deadline_ms may still arrive at any time, so the connection closes then
+ * (on_cancel_deadline). The connection never waits for the threads: it may close and
+ * be freed while a cancel is stuck, and only drops its references then. */
 struct pending_cancel {
   mk_cancel *k;
-  struct pending_cancel *next;
+  uint64_t started;
+  struct pending_cancel *next; /* newest first */
 };
 
 static void drop_cancels(mk_conn *c, int all) {
@@ -157,37 +231,78 @@ static void drop_cancels(mk_conn *c, int all) {
   }
 }
 
+/* Arms the deadline for the oldest pending cancel, or stops it when none is left.
+ * Returns 0 or a negative libuv error. */
+static int arm_cancel_deadline(mk_conn *c) {
+  struct pending_cancel *pc, *oldest = NULL;
+  uint64_t now, due;
+  for (pc = c->cancels; pc; pc = pc->next) oldest = pc;
+  if (!oldest) {
+    mk_timer_stop(c->cancel_timer);
+    return 0;
+  }
+  due = oldest->started + (uint64_t)c->cancel_deadline_ms;
+  now = mk_loop_now(c->loop);
+  return mk_timer_start(c->cancel_timer, due > now ? due - now : 0);
+}
+
 /* 1 while a cancel request is still on its way. */
 static int cancels_pending(mk_conn *c) {
   drop_cancels(c, 0);
   return c->cancels != NULL;
 }
 
-static void on_recheck(void *ud) {
+/* A cancel request ended (mk_cancel's wake-up, on the loop thread). */
+static void on_cancel_end(void *ud) {
   mk_conn *c = ud;
   enter(c);
+  drop_cancels(c, 0);
+  if (c->state != MK_CONN_CLOSED && arm_cancel_deadline(c) < 0)
+    lost_with(c, "cannot start the timer of a cancel request; connection closed");
   advance(c);
   leave(c);
 }
 
-/* Requests wait for a cancel still on its way: look again in a moment. */
-static void recheck_soon(mk_conn *c) {
-  if (!c->recheck) c->recheck = mk_timer_new(c->loop, on_recheck, c);
-  if (c->recheck) mk_timer_start(c->recheck, 1);
+static void on_cancel_deadline(void *ud) {
+  mk_conn *c = ud;
+  char msg[160];
+  enter(c);
+  if (c->state != MK_CONN_CLOSED && cancels_pending(c)) {
+    snprintf(msg, sizeof msg,
+             "a cancel request got no answer from the server within %d ms; connection closed",
+             c->cancel_deadline_ms);
+    lost_with(c, msg);
+  }
+  leave(c);
 }
 
+/* Starts a cancel request for the running query. 0, or -1 if none could be sent. */
 static int send_cancel(mk_conn *c) {
   struct pending_cancel *pc;
-  mk_cancel *k = c->pg ? mk_cancel_start(c->pg) : NULL;
-  if (!k) return -1;
+  mk_cancel *k;
+  if (!c->pg) return -1;
+  if (!c->cancel_timer) {
+    c->cancel_timer = mk_timer_new(c->loop, on_cancel_deadline, c);
+    if (!c->cancel_timer) return -1; /* no deadline: better no cancel than a wedge */
+    mk_timer_keepalive(c->cancel_timer, 0); /* the requests that wait keep the loop */
+  }
   pc = malloc(sizeof *pc);
-  if (!pc) {
-    mk_cancel_release(k); /* the thread still sends it */
+  if (!pc) return -1;
+  k = mk_cancel_start(c->loop, c->pg, on_cancel_end, c);
+  if (!k) {
+    free(pc);
     return -1;
   }
   pc->k = k;
+  pc->started = mk_loop_now(c->loop);
   pc->next = c->cancels;
   c->cancels = pc;
+  if (!pc->next && arm_cancel_deadline(c) < 0) {
+    c->cancels = NULL;
+    mk_cancel_release(k); /* the thread still sends it */
+    free(pc);
+    return -1;
+  }
   return 0;
 }
 
@@ -203,6 +318,12 @@ static void shut(mk_conn *c, mk_kind kind, const char *inflight_msg, const char 
   c->io = NULL;
   mk_timer_close(c->timer);
   c->timer = NULL;
+  dns_free(c->dns);
+  c->dns = NULL;
+  /* nothing is sent any more: the cancels' threads go on alone, unheard */
+  drop_cancels(c, 1);
+  mk_timer_stop(c->cancel_timer);
+  c->copy_end_pending = 0;
   mk_req_free(c->setsession);
   c->setsession = NULL;
   list = c->head;
@@ -239,13 +360,14 @@ static void connect_fail_msg(mk_conn *c, const char *msg) {
   connect_fail(c, &e);
 }
 
-/* The connection died: the running request fails with libpq's message (it may have
- * run), queued ones with a message saying they were never sent. */
-static void lost(mk_conn *c) {
+/* The connection died, or must be given up (why: the reason; NULL for libpq's own
+ * message): the running request fails with that message (it may have run), queued ones
+ * with a message saying they were never sent. All with OperationalError. */
+static void lost_with(mk_conn *c, const char *why) {
   char msg[512], queued[600];
   size_t n;
   if (c->state == MK_CONN_CLOSED) return;
-  snprintf(msg, sizeof msg, "%s", c->pg ? PQerrorMessage(c->pg) : "");
+  snprintf(msg, sizeof msg, "%s", why ? why : c->pg ? PQerrorMessage(c->pg) : "");
   n = strlen(msg);
   while (n > 0 && (msg[n - 1] == '\n' || msg[n - 1] == '\r')) msg[--n] = '\0';
   if (n == 0) snprintf(msg, sizeof msg, "connection to the server was lost");
@@ -257,6 +379,8 @@ static void lost(mk_conn *c) {
   shut(c, MK_ERR_OPERATIONAL, msg, queued, NULL);
   if (c->hooks.lost) c->hooks.lost(c, c->ud);
 }
+
+static void lost(mk_conn *c) { lost_with(c, NULL); }
 
 /* Watches the current socket for events. A new watcher every time: libpq may have
  * replaced the socket, even under the same descriptor number. */
@@ -276,8 +400,23 @@ static void flush(mk_conn *c) {
     lost(c);
     return;
   }
-  if (mk_io_watch(c->io, rc == 1 ? MK_READ | MK_WRITE : MK_READ) < 0) lost(c);
+  if (mk_io_watch(c->io, rc == 1 || c->copy_end_pending ? MK_READ | MK_WRITE : MK_READ) < 0) lost(c);
 }
+
+/* Ends a COPY the server started (momoko sends no COPY data): CopyFail for COPY FROM
+ * STDIN (errmsg), CopyDone for a replication stream (errmsg NULL). PQputCopyEnd returns
+ * 0 when libpq's buffer is full: it is tried again once the socket is writable. */
+static void copy_end(mk_conn *c, const char *errmsg) {
+  int rc = PQputCopyEnd(c->pg, errmsg);
+  if (rc < 0) {
+    lost(c);
+    return;
+  }
+  c->copy_end_pending = rc == 0 ? (errmsg ? 1 : 2) : 0;
+  flush(c);
+}
+
+#define COPY_FROM_MSG "COPY FROM STDIN is not supported by momoko"
 
 static int can_send(const mk_conn *c) {
   return c->state == MK_CONN_READY || (c->state == MK_CONN_CONNECTING && c->handshake_done);
@@ -316,20 +455,24 @@ static void send_step(mk_conn *c, mk_req *r) {
 static void advance(mk_conn *c) {
   mk_req *r;
   if (!can_send(c) || c->broken || c->inflight || !c->head) return;
-  if (cancels_pending(c)) {
-    recheck_soon(c);
-    return;
-  }
+  if (cancels_pending(c)) return; /* on_cancel_end or the deadline comes back */
   r = c->head;
   c->inflight = r;
   r->step = (r->flags & MK_REQ_TXN) ? 0 : 1;
   send_step(c, r);
 }
 
-/* Files one PGresult of r's current step. */
+/* Sets r's error unless it has one. */
+static void set_error(mk_req *r, mk_kind kind, const char *msg) {
+  if (r->err.kind == MK_ERR_NONE) mk_error_set(&r->err, kind, msg);
+}
+
+/* Files one PGresult of r's current step. Only results that carry rows or a command's
+ * outcome are kept as results; every other status ends in an error or a notice. */
 static void take_result(mk_conn *c, mk_req *r, PGresult *res) {
   int user_step = !(r->flags & MK_REQ_TXN) || (r->step >= 1 && r->step <= r->nstmts);
-  switch (PQresultStatus(res)) {
+  ExecStatusType status = PQresultStatus(res);
+  switch (status) {
   case PGRES_FATAL_ERROR:
     if (r->err.kind == MK_ERR_NONE) {
       const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
@@ -350,24 +493,40 @@ static void take_result(mk_conn *c, mk_req *r, PGresult *res) {
     }
     PQclear(res);
     return;
+  case PGRES_BAD_RESPONSE: {
+    char msg[600];
+    snprintf(msg, sizeof msg, "the server's response was not understood: %s", PQresultErrorMessage(res));
+    PQclear(res);
+    set_error(r, MK_ERR_OPERATIONAL, msg);
+    return;
+  }
+  case PGRES_NONFATAL_ERROR: /* libpq hands these to the notice receiver; just in case */
+    notify(c, PQresultErrorMessage(res));
+    PQclear(res);
+    return;
   case PGRES_COPY_IN:
     PQclear(res);
     /* the server answers the CopyFail with 57014; the kind that says why is this one */
-    if (r->err.kind == MK_ERR_NONE)
-      mk_error_set(&r->err, MK_ERR_NOT_SUPPORTED, "COPY FROM STDIN is not supported by momoko");
-    if (PQputCopyEnd(c->pg, "COPY FROM STDIN is not supported by momoko") < 0)
-      lost(c);
-    else
-      flush(c);
+    set_error(r, MK_ERR_NOT_SUPPORTED, COPY_FROM_MSG);
+    copy_end(c, COPY_FROM_MSG);
     return;
   case PGRES_COPY_OUT:
-  case PGRES_COPY_BOTH:
     PQclear(res);
     r->copy_out = 1;
-    if (r->err.kind == MK_ERR_NONE)
-      mk_error_set(&r->err, MK_ERR_NOT_SUPPORTED, "COPY TO STDOUT is not supported by momoko");
+    set_error(r, MK_ERR_NOT_SUPPORTED, "COPY TO STDOUT is not supported by momoko");
     return;
-  default:
+  case PGRES_COPY_BOTH:
+    /* a replication stream: it would never end by itself. CopyDone asks the server to
+     * stop; what it still sends is read and dropped, then the command ends. */
+    PQclear(res);
+    r->copy_out = 1;
+    set_error(r, MK_ERR_NOT_SUPPORTED, "replication streams (COPY BOTH) are not supported by momoko");
+    copy_end(c, NULL);
+    return;
+  case PGRES_TUPLES_OK:
+  case PGRES_COMMAND_OK:
+  case PGRES_EMPTY_QUERY:
+  case PGRES_SINGLE_TUPLE:
     if (r->err.kind != MK_ERR_NONE || !user_step) {
       PQclear(res);
       return;
@@ -377,6 +536,17 @@ static void take_result(mk_conn *c, mk_req *r, PGresult *res) {
       PQclear(r->results[i]); /* several statements in one string: keep the last */
       r->results[i] = res;
     }
+    return;
+  case PGRES_PIPELINE_SYNC: /* no pipeline here: nothing to file */
+    PQclear(res);
+    return;
+  default: { /* PGRES_PIPELINE_ABORTED, or a status this libpq does not document */
+    char msg[160];
+    snprintf(msg, sizeof msg, "unexpected result status from libpq: %s", PQresStatus(status));
+    PQclear(res);
+    set_error(r, MK_ERR_INTERFACE, msg);
+    return;
+  }
   }
 }
 
@@ -401,7 +571,8 @@ static void step_done(mk_conn *c, mk_req *r) {
   complete(c, r);
 }
 
-/* Reads the rest of a COPY TO STDOUT nobody asked for. 0 means wait for more input. */
+/* Reads the rest of a COPY TO STDOUT (or replication stream) nobody asked for. 0 means
+ * wait for more input. */
 static int drain_copy(mk_conn *c, mk_req *r) {
   char *buf;
   int n;
@@ -432,6 +603,7 @@ static void read_input(mk_conn *c) {
     mk_req *r = c->inflight;
     PGresult *res;
     if (r->copy_out && !drain_copy(c, r)) return;
+    if (c->copy_end_pending) return; /* the COPY goes on until its end was sent */
     /* libpq calls the notice hook while parsing here; it may have closed c (and ended
      * r): look again before touching r */
     if (PQisBusy(c->pg)) {
@@ -534,7 +706,15 @@ static void on_io(void *ud, int events, int status) {
       read_input(c);
       if (can_send(c)) lost(c);
     } else {
-      if (events & MK_WRITE) flush(c);
+      if (events & MK_WRITE) {
+        if (c->copy_end_pending) {
+          copy_end(c, c->copy_end_pending == 1 ? COPY_FROM_MSG : NULL);
+          /* read_input stopped while the end was not sent: what libpq buffered since
+           * is read now, the socket may not say so again */
+          if (!c->copy_end_pending) events |= MK_READ;
+        } else
+          flush(c);
+      }
       if ((events & MK_READ) && can_send(c)) read_input(c);
     }
   }
@@ -548,17 +728,22 @@ static void on_connect_timeout(void *ud) {
   leave(c);
 }
 
-/* connect_timeout as libpq reads it (conninfo, else PGCONNECT_TIMEOUT): seconds, 0 for
- * none, and at least 2 as libpq enforces. */
-static int connect_timeout_ms(PGconn *pg) {
-  PQconninfoOption *opts = PQconninfo(pg), *o;
-  int secs = 0;
-  if (!opts) return 0;
-  for (o = opts; o->keyword; o++)
-    if (strcmp(o->keyword, "connect_timeout") == 0 && o->val) secs = atoi(o->val);
-  PQconninfoFree(opts);
+/* connect_timeout as libpq reads it (the conninfo's value, else PGCONNECT_TIMEOUT):
+ * seconds, 0 for none, and at least 2 as libpq enforces. */
+static int timeout_ms_of(const char *val) {
+  int secs;
+  if (!val) val = getenv("PGCONNECT_TIMEOUT");
+  secs = val ? atoi(val) : 0;
   if (secs <= 0) return 0;
+  if (secs > INT_MAX / 1000) secs = INT_MAX / 1000;
   return (secs < 2 ? 2 : secs) * 1000;
+}
+
+static const char *opt_val(const PQconninfoOption *opts, const char *key) {
+  const PQconninfoOption *o;
+  for (o = opts; o && o->keyword; o++)
+    if (strcmp(o->keyword, key) == 0) return o->val;
+  return NULL;
 }
 
 static mk_req *setsession_req(mk_conn *c, const char *const *sql, int n) {
@@ -577,28 +762,249 @@ static mk_req *setsession_req(mk_conn *c, const char *const *sql, int n) {
   return r;
 }
 
+/* Starts libpq's connect, from a conninfo string or from keyword/value arrays. */
+static void start_pq(mk_conn *c, const char *conninfo, const char *const *kw, const char *const *vals) {
+  c->pg = kw ? PQconnectStartParams(kw, vals, 0) : PQconnectStart(conninfo);
+  if (!c->pg)
+    connect_fail_msg(c, "out of memory");
+  else if (PQstatus(c->pg) == CONNECTION_BAD)
+    lost(c); /* a malformed conninfo: libpq's message says what */
+  else if (attach_sink(c) < 0)
+    connect_fail_msg(c, "out of memory");
+  /* libpq's first PQconnectPoll step waits for the socket to be writable */
+  else if (rewatch(c, MK_WRITE) < 0)
+    lost(c);
+}
+
+/* Host names. libpq resolves them with a blocking getaddrinfo inside PQconnectPoll,
+ * which would stop the loop. They are resolved first on libuv's thread pool, then
+ * handed to libpq as hostaddr beside host (which libpq still uses for TLS, .pgpass
+ * and its messages). A name with several addresses becomes as many host entries, so
+ * libpq tries each in turn as it would have; every other entry (an address, a socket
+ * directory, an empty entry) is passed on as it was, with an empty hostaddr. */
+/* A lookup whose result could not be kept (libuv's codes are other negative numbers). */
+#define LOOKUP_NOMEM (-100000)
+
+struct lookup {
+  mk_conn *c;
+  mk_resolve *req; /* NULL when none is needed, or once it ended */
+  int needed;
+  int status;
+  char *addrs; /* malloc'd, comma-separated */
+};
+
+struct dns {
+  PQconninfoOption *opts;
+  char *hostbuf, *portbuf; /* copies of host and port, split at the commas */
+  char **hosts, **ports;
+  int nhosts, nports;
+  struct lookup *lk; /* one per host */
+  int left;
+};
+
+static void dns_free(struct dns *d) {
+  int i;
+  if (!d) return;
+  for (i = 0; d->lk && i < d->nhosts; i++) {
+    mk_resolve_cancel(d->lk[i].req);
+    free(d->lk[i].addrs);
+  }
+  free(d->lk);
+  free(d->hosts);
+  free(d->ports);
+  free(d->hostbuf);
+  free(d->portbuf);
+  PQconninfoFree(d->opts);
+  free(d);
+}
+
+/* Splits s at commas, in place, into a malloc'd array (*n entries). NULL: no memory. */
+static char **split(char *s, int *n) {
+  char **v, *p;
+  int i = 1;
+  for (p = s; *p; p++)
+    if (*p == ',') i++;
+  if (!(v = malloc((size_t)i * sizeof *v))) return NULL;
+  *n = i;
+  v[0] = s;
+  for (i = 1, p = s; *p; p++)
+    if (*p == ',') {
+      *p = '\0';
+      v[i++] = p + 1;
+    }
+  return v;
+}
+
+static int is_name(const char *h) {
+  unsigned char buf[16];
+  if (!h[0] || h[0] == '/' || h[0] == '@') return 0; /* default, or a socket directory */
+  return inet_pton(AF_INET, h, buf) != 1 && inet_pton(AF_INET6, h, buf) != 1;
+}
+
+/* Appends s (and a comma before it unless first) to the malloc'd string *out. */
+static int append(char **out, size_t *len, const char *s, int first) {
+  size_t n = strlen(s);
+  char *p = realloc(*out, *len + n + 2);
+  if (!p) return -1;
+  *out = p;
+  if (!first) p[(*len)++] = ',';
+  memcpy(p + *len, s, n + 1);
+  *len += n;
+  return 0;
+}
+
+/* Every lookup ended: connect with the addresses found. */
+static void dns_done(mk_conn *c) {
+  struct dns *d = c->dns;
+  char *host = NULL, *addr = NULL, *port = NULL, err[400] = "";
+  size_t hl = 0, al = 0, pl = 0;
+  const char **kw = NULL, **vals = NULL;
+  int i, n = 0, nopts = 0, k = 0, oom = 0;
+  const PQconninfoOption *o;
+  for (i = 0; i < d->nhosts && !oom; i++) {
+    const char *p = d->nports > 1 ? d->ports[i] : NULL;
+    if (!d->lk[i].needed) {
+      oom = append(&host, &hl, d->hosts[i], n == 0) < 0 || append(&addr, &al, "", n == 0) < 0 ||
+            (p && append(&port, &pl, p, n == 0) < 0);
+      n++;
+    } else if (d->lk[i].status < 0) {
+      if (!err[0])
+        snprintf(err, sizeof err, "could not translate host name \"%s\" to address: %s", d->hosts[i],
+                 d->lk[i].status == LOOKUP_NOMEM ? "out of memory" : mk_loop_strerror(d->lk[i].status));
+    } else {
+      char *a = d->lk[i].addrs, *next;
+      for (; a && !oom; a = next) {
+        if ((next = strchr(a, ',')) != NULL) *next++ = '\0';
+        oom = append(&host, &hl, d->hosts[i], n == 0) < 0 || append(&addr, &al, a, n == 0) < 0 ||
+              (p && append(&port, &pl, p, n == 0) < 0);
+        n++;
+      }
+    }
+  }
+  for (o = d->opts; o->keyword; o++) nopts++;
+  if (!oom && n > 0) {
+    kw = calloc((size_t)nopts + 4, sizeof *kw);
+    vals = calloc((size_t)nopts + 4, sizeof *vals);
+  }
+  if (oom || (n > 0 && (!kw || !vals))) {
+    connect_fail_msg(c, "out of memory");
+  } else if (n == 0) {
+    connect_fail_msg(c, err);
+  } else {
+    for (o = d->opts; o->keyword; o++) {
+      if (!o->val || strcmp(o->keyword, "host") == 0 || strcmp(o->keyword, "hostaddr") == 0 ||
+          (port && strcmp(o->keyword, "port") == 0))
+        continue;
+      kw[k] = o->keyword;
+      vals[k++] = o->val;
+    }
+    kw[k] = "host";
+    vals[k++] = host;
+    kw[k] = "hostaddr";
+    vals[k++] = addr;
+    if (port) {
+      kw[k] = "port";
+      vals[k++] = port;
+    }
+    c->dns = NULL; /* the arrays point into it until libpq copied them */
+    start_pq(c, NULL, kw, vals);
+    dns_free(d);
+  }
+  free(kw);
+  free(vals);
+  free(host);
+  free(addr);
+  free(port);
+}
+
+static void on_resolved(void *ud, int status, const char *addrs) {
+  struct lookup *lk = ud;
+  mk_conn *c = lk->c;
+  enter(c);
+  lk->req = NULL;
+  lk->status = status;
+  if (status == 0 && !(lk->addrs = strdup(addrs))) lk->status = LOOKUP_NOMEM;
+  if (c->state == MK_CONN_CONNECTING && c->dns && --c->dns->left == 0) dns_done(c);
+  leave(c);
+}
+
+/* Parses conninfo and starts a lookup for each host name in it. Returns 1 when lookups
+ * run (c->dns set), 0 when libpq can be started with conninfo as it is, -1 when memory
+ * ran out. *timeout_ms: the connect timeout it sets (0 when it cannot be parsed). */
+static int dns_start(mk_conn *c, const char *conninfo, int *timeout_ms) {
+  struct dns *d;
+  const char *host, *port;
+  char *errmsg = NULL;
+  int i, err = 0;
+  *timeout_ms = 0;
+  if (!(d = calloc(1, sizeof *d))) return -1;
+  if (!(d->opts = PQconninfoParse(conninfo, &errmsg))) {
+    /* malformed (libpq says so at the start), or no memory: either way libpq decides */
+    PQfreemem(errmsg);
+    free(d);
+    return 0;
+  }
+  *timeout_ms = timeout_ms_of(opt_val(d->opts, "connect_timeout"));
+  host = opt_val(d->opts, "host");
+  if (!host) host = getenv("PGHOST");
+  port = opt_val(d->opts, "port");
+  /* a service file or an address given: nothing to resolve here */
+  if (!host || opt_val(d->opts, "service") || opt_val(d->opts, "hostaddr") || getenv("PGHOSTADDR") ||
+      getenv("PGSERVICE"))
+    goto as_is;
+  if (!(d->hostbuf = strdup(host)) || !(d->hosts = split(d->hostbuf, &d->nhosts))) goto nomem;
+  if (port && port[0]) {
+    if (!(d->portbuf = strdup(port)) || !(d->ports = split(d->portbuf, &d->nports))) goto nomem;
+    if (d->nports > 1 && d->nports != d->nhosts) goto as_is; /* libpq reports the mismatch */
+  }
+  if (!(d->lk = calloc((size_t)d->nhosts, sizeof *d->lk))) goto nomem;
+  for (i = 0; i < d->nhosts; i++) d->lk[i].needed = is_name(d->hosts[i]);
+  for (i = 0; i < d->nhosts && !d->lk[i].needed; i++) {}
+  if (i == d->nhosts) goto as_is;
+  c->dns = d;
+  for (i = 0; i < d->nhosts; i++) {
+    struct lookup *lk = &d->lk[i];
+    if (!lk->needed) continue;
+    lk->c = c;
+    d->left++;
+    lk->req = mk_resolve_start(c->loop, d->hosts[i], on_resolved, lk, &err);
+    if (!lk->req) { /* counts as ended with that error */
+      lk->status = err < 0 ? err : LOOKUP_NOMEM;
+      d->left--;
+    }
+  }
+  if (d->left == 0) dns_done(c); /* none could start: fail with the first error */
+  return 1;
+as_is:
+  dns_free(d);
+  return 0;
+nomem:
+  dns_free(d);
+  return -1;
+}
+
 int mk_conn_connect(mk_conn *c, const char *conninfo, const char *const *setsession,
                     int nsetsession) {
-  int ms;
+  int ms = 0, rc;
   if (c->state != MK_CONN_NEW) return -1;
   enter(c);
   c->state = MK_CONN_CONNECTING;
-  c->pg = PQconnectStart(conninfo);
-  if (!c->pg) {
+  if (nsetsession > 0 && !(c->setsession = setsession_req(c, setsession, nsetsession))) {
     connect_fail_msg(c, "out of memory");
-  } else if (nsetsession > 0 && !(c->setsession = setsession_req(c, setsession, nsetsession))) {
+    leave(c);
+    return 0;
+  }
+  rc = dns_start(c, conninfo, &ms);
+  if (ms > 0) c->cancel_deadline_ms = ms;
+  if (rc < 0) {
     connect_fail_msg(c, "out of memory");
-  } else if (PQstatus(c->pg) == CONNECTION_BAD) {
-    lost(c); /* a malformed conninfo: libpq's message says what */
   } else {
-    PQsetNoticeReceiver(c->pg, on_pq_notice, c);
-    ms = connect_timeout_ms(c->pg);
-    if (ms > 0) {
+    if (ms > 0 && c->state == MK_CONN_CONNECTING) {
       c->timer = mk_timer_new(c->loop, on_connect_timeout, c);
-      if (!c->timer || mk_timer_start(c->timer, (uint64_t)ms) < 0) connect_fail_msg(c, "cannot start the connect timer");
+      if (!c->timer || mk_timer_start(c->timer, (uint64_t)ms) < 0)
+        connect_fail_msg(c, "cannot start the connect timer");
     }
-    /* libpq's first PQconnectPoll step waits for the socket to be writable */
-    if (c->state == MK_CONN_CONNECTING && rewatch(c, MK_WRITE) < 0) lost(c);
+    if (rc == 0 && c->state == MK_CONN_CONNECTING) start_pq(c, conninfo, NULL, NULL);
   }
   leave(c);
   return 0;

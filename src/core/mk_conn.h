@@ -6,7 +6,10 @@
  *
  * Re-entrancy: completion callbacks and hooks may run any code, including submitting
  * to, cancelling on, closing or releasing this connection. The connection object stays
- * valid until the outermost callback returns; libpq's PGconn is finished then too. */
+ * valid until the outermost callback returns; libpq's PGconn is finished then too.
+ *
+ * Results (PGresult) handed out outlive the connection safely: libpq calls the notice
+ * receiver they copied with an argument that lives as long as the last of them. */
 #ifndef MK_CONN_H
 #define MK_CONN_H
 
@@ -43,9 +46,11 @@ mk_conn *mk_conn_new(mk_loop *loop, const mk_conn_hooks *hooks, void *ud);
 /* Starts connecting. setsession (nsetsession SQL strings, copied) runs in one
  * transaction before the connection counts as connected; if it fails, the connection
  * closes and the connect fails with its error. connect_timeout from the conninfo (or
- * PGCONNECT_TIMEOUT) bounds the whole connect. hooks->connected reports the outcome,
- * possibly before this returns (a malformed conninfo). Returns 0, or -1 when the
- * connection is not new. */
+ * PGCONNECT_TIMEOUT) bounds the whole connect. Host names of the conninfo are resolved
+ * on the loop's thread pool first and given to libpq as hostaddr (never a blocking
+ * lookup on the loop). hooks->connected reports the outcome, possibly before this
+ * returns (a malformed conninfo, no memory). Returns 0, or -1 when the connection is
+ * not new. */
 int mk_conn_connect(mk_conn *c, const char *conninfo, const char *const *setsession,
                     int nsetsession);
 /* Queues r and sends it at once when the connection is free (from inside a callback
@@ -56,7 +61,9 @@ int mk_conn_submit(mk_conn *c, mk_req *r);
 /* Cancels r: a queued request is removed and completes with QueryCanceledError before
  * this returns; a running one gets a cancel request sent to the server (from a thread
  * of its own, see mk_cancel.h). Nothing new is sent on c until that cancel request
- * was delivered, so that it cannot hit the next request. Returns 1 if anything was
+ * was delivered, so that it cannot hit the next request; its end wakes the loop. One
+ * not delivered within connect_timeout (10 s without one) closes c, as if it was lost
+ * (hooks->lost; its requests fail with OperationalError). Returns 1 if anything was
  * done, 0 if r is not on c. */
 int mk_conn_cancel(mk_conn *c, mk_req *r);
 /* Closes: every request completes with InterfaceError("connection closed") before this

@@ -3,6 +3,7 @@
 #include "mk_loop.h"
 
 #include <stdlib.h>
+#include <string.h>
 #include <uv.h>
 
 struct mk_io {
@@ -114,3 +115,127 @@ int mk_loop_run(mk_loop *loop, int once) { return uv_run(loop, once ? UV_RUN_ONC
 uint64_t mk_loop_now(mk_loop *loop) { return uv_now(loop); }
 
 const char *mk_loop_strerror(int err) { return uv_strerror(err); }
+
+struct mk_async {
+  uv_async_t async;
+  mk_async_fn cb;
+  void *ud;
+};
+
+static void async_cb(uv_async_t *h) {
+  mk_async *a = (mk_async *)h;
+  a->cb(a->ud);
+}
+
+mk_async *mk_async_new(mk_loop *loop, mk_async_fn cb, void *ud) {
+  mk_async *a = malloc(sizeof *a);
+  if (!a) return NULL;
+  if (uv_async_init(loop, &a->async, async_cb) < 0) { /* not registered when it fails */
+    free(a);
+    return NULL;
+  }
+  a->async.data = NULL;
+  a->cb = cb;
+  a->ud = ud;
+  uv_unref((uv_handle_t *)&a->async);
+  return a;
+}
+
+int mk_async_send(mk_async *a) { return uv_async_send(&a->async); }
+
+void mk_async_keepalive(mk_async *a, int on) {
+  if (on)
+    uv_ref((uv_handle_t *)&a->async);
+  else
+    uv_unref((uv_handle_t *)&a->async);
+}
+
+void mk_async_close(mk_async *a) {
+  if (a) uv_close((uv_handle_t *)&a->async, free_handle);
+}
+
+/* A lookup: the request is libuv's until its callback, which frees it. cancelled says
+ * the owner is gone. */
+struct mk_resolve {
+  uv_getaddrinfo_t req;
+  mk_resolve_fn cb;
+  void *ud;
+  int cancelled;
+};
+
+/* Appends the numeric form of each TCP address of res to a malloc'd, comma-separated
+ * string; NULL when memory ran out or there is none. */
+static char *join_addrs(const struct addrinfo *res) {
+  size_t cap = 0, len = 0;
+  char *out = NULL;
+  const struct addrinfo *ai;
+  for (ai = res; ai; ai = ai->ai_next) {
+    char ip[64];
+    size_t n;
+    int rc;
+    if (ai->ai_family == AF_INET)
+      rc = uv_ip4_name((const struct sockaddr_in *)ai->ai_addr, ip, sizeof ip);
+    else if (ai->ai_family == AF_INET6)
+      rc = uv_ip6_name((const struct sockaddr_in6 *)ai->ai_addr, ip, sizeof ip);
+    else
+      continue;
+    if (rc != 0) continue;
+    n = strlen(ip);
+    if (len + n + 2 > cap) {
+      size_t ncap = (len + n + 2) * 2;
+      char *p = realloc(out, ncap);
+      if (!p) {
+        free(out);
+        return NULL;
+      }
+      out = p;
+      cap = ncap;
+    }
+    if (len) out[len++] = ',';
+    memcpy(out + len, ip, n);
+    len += n;
+    out[len] = '\0';
+  }
+  return out;
+}
+
+static void resolve_cb(uv_getaddrinfo_t *req, int status, struct addrinfo *res) {
+  mk_resolve *r = (mk_resolve *)req;
+  char *addrs = NULL;
+  if (!r->cancelled) {
+    if (status == 0 && !(addrs = join_addrs(res))) status = res ? UV_ENOMEM : UV_EAI_NONAME;
+    r->cb(r->ud, status, status == 0 ? addrs : NULL);
+  }
+  free(addrs);
+  uv_freeaddrinfo(res);
+  free(r);
+}
+
+mk_resolve *mk_resolve_start(mk_loop *loop, const char *host, mk_resolve_fn cb, void *ud, int *err) {
+  mk_resolve *r = malloc(sizeof *r);
+  struct addrinfo hints;
+  int rc;
+  if (!r) {
+    if (err) *err = UV_ENOMEM;
+    return NULL;
+  }
+  r->cb = cb;
+  r->ud = ud;
+  r->cancelled = 0;
+  memset(&hints, 0, sizeof hints);
+  hints.ai_family = AF_UNSPEC; /* as libpq asks */
+  hints.ai_socktype = SOCK_STREAM;
+  rc = uv_getaddrinfo(loop, &r->req, resolve_cb, host, NULL, &hints);
+  if (rc < 0) {
+    free(r);
+    if (err) *err = rc;
+    return NULL;
+  }
+  return r;
+}
+
+void mk_resolve_cancel(mk_resolve *r) {
+  if (!r) return;
+  r->cancelled = 1;
+  (void)uv_cancel((uv_req_t *)&r->req); /* fails once the lookup runs: it then ends alone */
+}

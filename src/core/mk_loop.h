@@ -1,6 +1,7 @@
 /* mk_loop: the only door from the C core to libuv. It owns the libuv handles the core
- * uses (a socket watcher, a timer) and frees each one in its close
- * callback, never earlier, so a handle may be closed from inside its own callback.
+ * uses (a socket watcher, a timer, a cross-thread wake-up, a name lookup) and frees
+ * each one in its close callback, never earlier, so a handle may be closed from inside
+ * its own callback.
  * After mk_*_close returns, the callback given at creation is never called again. */
 #ifndef MK_LOOP_H
 #define MK_LOOP_H
@@ -38,6 +39,29 @@ void mk_timer_stop(mk_timer *t);
 /* Whether the timer keeps the loop running while armed (new timers do). */
 void mk_timer_keepalive(mk_timer *t, int on);
 void mk_timer_close(mk_timer *t);
+
+/* A wake-up from any thread: cb runs on the loop thread once after one or more
+ * mk_async_send calls. New asyncs do not keep the loop running (mk_async_keepalive). */
+typedef struct mk_async mk_async;
+typedef void (*mk_async_fn)(void *ud);
+
+mk_async *mk_async_new(mk_loop *loop, mk_async_fn cb, void *ud);
+/* Thread-safe; the only mk_async call allowed off the loop thread. The caller makes
+ * sure mk_async_close has not started (a send racing the close is undefined). */
+int mk_async_send(mk_async *a);
+void mk_async_keepalive(mk_async *a, int on);
+/* Loop thread only; cb is never called afterwards, even for a send made before. */
+void mk_async_close(mk_async *a);
+
+/* Name resolution on libuv's thread pool (uv_getaddrinfo). cb gets status 0 and the
+ * numeric addresses (TCP, in the resolver's order, joined by commas), or a negative
+ * libuv error and NULL. addrs is valid during the call only. */
+typedef struct mk_resolve mk_resolve;
+typedef void (*mk_resolve_fn)(void *ud, int status, const char *addrs);
+/* Starts resolving host. Returns NULL (*err set) if it could not start. */
+mk_resolve *mk_resolve_start(mk_loop *loop, const char *host, mk_resolve_fn cb, void *ud, int *err);
+/* cb is never called afterwards; the memory goes when the lookup ends. */
+void mk_resolve_cancel(mk_resolve *r);
 
 /* libuv's default loop (created on first use; never NULL on Linux). */
 mk_loop *mk_loop_default(void);

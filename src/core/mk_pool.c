@@ -12,6 +12,7 @@
 #include "mk_pool.h"
 
 #include <poll.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,6 +24,7 @@ enum pc_state {
   PC_BUSY,      /* running one pool request */
   PC_RESERVED,  /* handed out by getconn (pinging first, or with the caller) */
   PC_RETURNING, /* back from the caller, rolling back its open transaction */
+  PC_GONE,      /* discarded: off every list, freed at the outermost leave() */
 };
 
 struct mk_pconn {
@@ -35,7 +37,8 @@ struct mk_pconn {
   struct mk_wait *w; /* the request running on it (PC_BUSY) or pinging (PC_RESERVED) */
   mk_req *rollback;  /* the ROLLBACK of PC_RETURNING */
   int give_back_later; /* putconn_later: given back by the later timer */
-  mk_pconn *next, *prev;   /* p->conns */
+  uint64_t expires;    /* loop time when max_lifetime ends (0: not set, or none) */
+  mk_pconn *next, *prev;   /* p->conns; next also links p->gone */
   mk_pconn *fnext, *fprev; /* p->free_head.. (PC_FREE only) */
 };
 
@@ -75,6 +78,10 @@ struct mk_pool {
   int reconnect_armed;
   mk_timer *shrink_timer;
   mk_timer *later_timer; /* gives back what putconn_later marked */
+  mk_timer *lifetime_timer; /* closes free connections whose max_lifetime ended */
+  uint64_t lifetime_due;    /* when lifetime_timer fires (0: not armed) */
+  uint64_t rng;             /* xorshift state for the lifetime jitter */
+  mk_pconn *gone;           /* discarded entries, freed at the outermost leave() */
   mk_pool_stats counters;
 };
 
@@ -85,6 +92,7 @@ static void give_back(mk_pool *p, mk_pconn *pc);
 static void pc_conn_connected(mk_conn *c, const mk_error *err, void *ud);
 static void pc_conn_notice(mk_conn *c, const char *msg, void *ud);
 static void pc_conn_lost(mk_conn *c, void *ud);
+static void on_lifetime_timer(void *ud);
 
 static const mk_conn_hooks pc_hooks = {pc_conn_connected, pc_conn_notice, pc_conn_lost};
 
@@ -92,8 +100,19 @@ static void enter(mk_pool *p) { p->depth++; }
 
 static void free_pool(mk_pool *p);
 
+static void free_gone(mk_pool *p) {
+  while (p->gone) {
+    mk_pconn *pc = p->gone;
+    p->gone = pc->next;
+    free(pc);
+  }
+}
+
+/* Entries discarded inside a call chain stay allocated (PC_GONE) until it unwinds: a
+ * callback further up (a putconn from a done callback) may still look at them. */
 static void leave(mk_pool *p) {
   if (--p->depth > 0) return;
+  free_gone(p);
   if (p->released) free_pool(p);
 }
 
@@ -203,6 +222,7 @@ static void orphan_rollback_done(mk_req *r, void *ud) {
 /* Forgets pc and closes its connection. What still runs on it completes during the
  * close; its waiter is detached first, so that completion sees a discarded entry. */
 static void discard(mk_pool *p, mk_pconn *pc) {
+  if (pc->state == PC_GONE) return; /* a callback of the release below came back to it */
   if (pc->w) pc->w->pc = NULL;
   pc->w = NULL;
   if (pc->rollback) mk_req_set_done(pc->rollback, orphan_rollback_done, NULL);
@@ -212,34 +232,22 @@ static void discard(mk_pool *p, mk_pconn *pc) {
   if (pc->prev) pc->prev->next = pc->next;
   else p->conns = pc->next;
   if (pc->next) pc->next->prev = pc->prev;
+  /* Gone before anything runs: a putconn or discard of it from a callback of the
+   * release is refused; the entry is freed once the outermost call returns. */
+  pc->state = PC_GONE;
+  pc->prev = NULL;
+  pc->next = p->gone;
+  p->gone = pc;
   mk_conn_release(pc->c); /* completes what still runs on it; no hook calls any more */
-  free(pc);
 }
 
 enum { OPEN_INITIAL, OPEN_REPLACE, OPEN_GROW };
 
-static void open_conn(mk_pool *p, int why) {
-  mk_pconn *pc = calloc(1, sizeof *pc);
-  if (!pc) return;
-  pc->pool = p;
-  pc->initial = why == OPEN_INITIAL;
-  pc->replacement = why == OPEN_REPLACE;
-  pc->state = PC_CONNECTING;
-  pc->c = mk_conn_new(p->loop, &pc_hooks, pc);
-  if (!pc->c) {
-    free(pc);
-    return;
-  }
-  pc->next = p->conns;
-  if (p->conns) p->conns->prev = pc;
-  p->conns = pc;
-  p->nconnecting++;
-  mk_conn_connect(pc->c, p->conninfo, (const char *const *)p->setsession, p->o.nsetsession);
-}
-
-static void initial_done(mk_pool *p, mk_pconn *pc, int failed) {
-  if (!pc->initial) return;
-  pc->initial = 0;
+/* One of connect()'s connections ended its first attempt (initial: it was one). When
+ * the last one did, connect() ends. Callers have made every connection that opened
+ * free first: when connect() resolves, they are there for the requests that follow. */
+static void initial_done(mk_pool *p, int initial, int failed) {
+  if (!initial) return;
   if (p->initial_left <= 0) return; /* close() already ended connect() */
   if (failed) p->initial_failed++;
   if (--p->initial_left > 0 || !p->hooks.connected) return;
@@ -256,12 +264,113 @@ static void initial_done(mk_pool *p, mk_pconn *pc, int failed) {
   }
 }
 
+/* pc's initial flag, cleared: it counts for connect() once. */
+static int take_initial(mk_pconn *pc) {
+  int initial = pc->initial;
+  pc->initial = 0;
+  return initial;
+}
+
+/* Opens one connection. When memory runs out, that counts as a failed attempt (the
+ * next one waits reconnect_interval), so that connect() and waiters still end. */
+static void open_conn(mk_pool *p, int why) {
+  mk_pconn *pc = calloc(1, sizeof *pc);
+  if (pc) {
+    pc->c = mk_conn_new(p->loop, &pc_hooks, pc);
+    if (!pc->c) {
+      free(pc);
+      pc = NULL;
+    }
+  }
+  if (!pc) {
+    snprintf(p->last_error, sizeof p->last_error, "out of memory");
+    p->down = 1;
+    initial_done(p, why == OPEN_INITIAL, 1);
+    return;
+  }
+  pc->pool = p;
+  pc->initial = why == OPEN_INITIAL;
+  pc->replacement = why == OPEN_REPLACE;
+  pc->state = PC_CONNECTING;
+  pc->next = p->conns;
+  if (p->conns) p->conns->prev = pc;
+  p->conns = pc;
+  p->nconnecting++;
+  mk_conn_connect(pc->c, p->conninfo, (const char *const *)p->setsession, p->o.nsetsession);
+}
+
+/* A step of the xorshift64 generator (the jitter needs no quality, only spread). */
+static uint64_t next_random(mk_pool *p) {
+  uint64_t x = p->rng;
+  x ^= x << 13;
+  x ^= x >> 7;
+  x ^= x << 17;
+  p->rng = x;
+  return x;
+}
+
+/* Arms the lifetime timer for the earliest end of life among free connections (busy
+ * ones are looked at when they come back). */
+static void arm_lifetime(mk_pool *p) {
+  const mk_pconn *pc;
+  uint64_t due = 0, now;
+  if (p->o.max_lifetime_ms <= 0 || p->closed) return;
+  for (pc = p->free_head; pc; pc = pc->fnext)
+    if (pc->expires && (!due || pc->expires < due)) due = pc->expires;
+  if (due == p->lifetime_due) return;
+  p->lifetime_due = due;
+  if (!due) {
+    mk_timer_stop(p->lifetime_timer);
+    return;
+  }
+  now = mk_loop_now(p->loop);
+  if (mk_timer_start(p->lifetime_timer, due > now ? due - now : 0) < 0) p->lifetime_due = 0;
+}
+
+/* 1 if pc lived past max_lifetime. */
+static int expired(const mk_pool *p, const mk_pconn *pc) {
+  return p->o.max_lifetime_ms > 0 && pc->expires && mk_loop_now(p->loop) >= pc->expires;
+}
+
 static void became_free(mk_pool *p, mk_pconn *pc) {
+  if (p->o.max_lifetime_ms > 0 && !pc->expires) {
+    /* counted from the first time it is ready, less up to 5 % so that connections
+     * opened together do not all end together */
+    uint64_t life = (uint64_t)p->o.max_lifetime_ms;
+    uint64_t jitter = next_random(p) % (life / 20 + 1);
+    pc->expires = mk_loop_now(p->loop) + life - jitter;
+    if (!pc->expires) pc->expires = 1;
+  }
+  if (expired(p, pc)) { /* it ran its last request: replaced, as when it dies */
+    discard(p, pc);
+    keep_size(p);
+    dispatch(p);
+    return;
+  }
   pc->state = PC_FREE;
   pc->w = NULL;
   pc->last_used = mk_loop_now(p->loop);
   free_push(p, pc);
+  if (pc->expires && (!p->lifetime_due || pc->expires < p->lifetime_due)) arm_lifetime(p);
   dispatch(p);
+}
+
+/* Closes the free connections whose lifetime ended, and opens their replacements. */
+static void on_lifetime_timer(void *ud) {
+  mk_pool *p = ud;
+  mk_pconn *pc;
+  int any = 0;
+  enter(p);
+  p->lifetime_due = 0;
+  while (!p->closed) { /* discard runs callbacks: look again from the head each time */
+    for (pc = p->free_head; pc && !expired(p, pc); pc = pc->fnext) {}
+    if (!pc) break;
+    discard(p, pc);
+    any = 1;
+  }
+  if (any) keep_size(p);
+  arm_lifetime(p);
+  leave(p);
 }
 
 static void pc_conn_connected(mk_conn *c, const mk_error *err, void *ud) {
@@ -271,7 +380,7 @@ static void pc_conn_connected(mk_conn *c, const mk_error *err, void *ud) {
   enter(p);
   if (err) {
     snprintf(p->last_error, sizeof p->last_error, "%s", mk_error_message(err));
-    initial_done(p, pc, 1);
+    initial_done(p, take_initial(pc), 1);
     discard(p, pc);
     /* also when other connections live (the server refuses new ones: too many
      * clients, a failing setsession): the next attempt waits reconnect_interval */
@@ -287,39 +396,48 @@ static void pc_conn_connected(mk_conn *c, const mk_error *err, void *ud) {
       pc->state = PC_SETUP;
       p->hooks.setup(p, pc, p->ud);
     } else {
-      initial_done(p, pc, 0);
-      became_free(p, pc);
+      int initial = take_initial(pc);
+      became_free(p, pc); /* may run callbacks: pc is not looked at again */
       keep_size(p);
+      initial_done(p, initial, 0);
     }
   }
   leave(p);
 }
 
-void mk_pool_setup_done(mk_pool *p, mk_pconn *pc, int ok) {
-  enter(p);
+/* Ends pc's setup (see mk_pool_setup_done); why: the failure's message, or NULL. */
+static void setup_end(mk_pool *p, mk_pconn *pc, int ok, const char *why) {
   if (pc->state == PC_SETUP) {
+    int initial = take_initial(pc);
     if (ok && mk_conn_state_of(pc->c) == MK_CONN_READY) {
-      initial_done(p, pc, 0);
       became_free(p, pc);
+      keep_size(p);
+      initial_done(p, initial, 0);
     } else {
       /* the factory failed: a failed attempt, the next one waits reconnect_interval
        * (the owner closes the connection then). Lost meanwhile with the factory
        * content: reopened at once, like any lost connection. */
-      if (!ok) snprintf(p->last_error, sizeof p->last_error, "connection setup (connection_factory) failed");
-      initial_done(p, pc, 1);
+      if (!ok) snprintf(p->last_error, sizeof p->last_error, "%s", why ? why : "connection setup (connection_factory) failed");
       discard(p, pc);
       if (!ok) p->down = 1;
+      keep_size(p);
+      initial_done(p, initial, 1);
     }
-    keep_size(p);
     check_available(p);
   }
+}
+
+void mk_pool_setup_done(mk_pool *p, mk_pconn *pc, int ok) {
+  enter(p);
+  setup_end(p, pc, ok, NULL);
   leave(p);
 }
 
 static void pc_conn_notice(mk_conn *c, const char *msg, void *ud) {
   mk_pconn *pc = ud;
+  mk_pool *p = pc->pool;
   (void)c;
-  if (pc->pool->hooks.notice) pc->pool->hooks.notice(pc->pool, msg, pc->pool->ud);
+  if (pc->state != PC_GONE && p->hooks.notice) p->hooks.notice(p, pc, msg, p->ud);
 }
 
 /* A connection died. A free one is replaced at once; a busy or pinging one is handled
@@ -641,7 +759,10 @@ static void on_later_timer(void *ud) {
     for (pc = p->conns; pc && !pc->give_back_later; pc = pc->next) {}
     if (!pc) break;
     pc->give_back_later = 0;
-    if (pc->state == PC_RESERVED && !pc->w) give_back(p, pc);
+    if (pc->state == PC_RESERVED && !pc->w)
+      give_back(p, pc);
+    else if (pc->state == PC_SETUP) /* its factory's coroutine was collected unfinished */
+      setup_end(p, pc, 0, "connection setup (connection_factory) never finished");
   }
   leave(p);
 }
@@ -666,11 +787,16 @@ mk_pool *mk_pool_new(mk_loop *loop, const mk_pool_opts *opts, const mk_pool_hook
   p->reconnect_timer = mk_timer_new(loop, on_reconnect_timer, p);
   p->shrink_timer = mk_timer_new(loop, on_shrink_timer, p);
   p->later_timer = mk_timer_new(loop, on_later_timer, p);
-  if (!p->conninfo || !p->setsession || !p->reconnect_timer || !p->shrink_timer || !p->later_timer)
+  p->lifetime_timer = mk_timer_new(loop, on_lifetime_timer, p);
+  if (!p->conninfo || !p->setsession || !p->reconnect_timer || !p->shrink_timer || !p->later_timer ||
+      !p->lifetime_timer)
     goto fail;
   /* maintenance does not keep momoko.run() going */
   mk_timer_keepalive(p->reconnect_timer, 0);
   mk_timer_keepalive(p->shrink_timer, 0);
+  mk_timer_keepalive(p->lifetime_timer, 0);
+  p->rng = ((uint64_t)(uintptr_t)p * 0x9e3779b97f4a7c15u) ^ mk_loop_now(loop) ^ 0x2545f4914f6cdd1du;
+  if (!p->rng) p->rng = 1;
   for (i = 0; i < opts->nsetsession; i++)
     if (!(p->setsession[i] = strdup(opts->setsession[i]))) goto fail;
   p->o.conninfo = NULL;
@@ -687,6 +813,8 @@ static void free_pool(mk_pool *p) {
   mk_timer_close(p->reconnect_timer);
   mk_timer_close(p->shrink_timer);
   mk_timer_close(p->later_timer);
+  mk_timer_close(p->lifetime_timer);
+  free_gone(p);
   for (i = 0; p->setsession && i < p->o.nsetsession; i++) free(p->setsession[i]);
   free(p->setsession);
   free(p->conninfo);
@@ -807,6 +935,8 @@ mk_pool *mk_pconn_pool(const mk_pconn *pc) { return pc->pool; }
 
 int mk_pconn_reserved(const mk_pconn *pc) { return pc->state == PC_RESERVED || pc->state == PC_SETUP; }
 
+int mk_pconn_returnable(const mk_pconn *pc) { return pc->state == PC_RESERVED && !pc->w; }
+
 /* 1 while pc is in its holder's hands: reserved (not pinging), or in setup. */
 static int held(const mk_pconn *pc) {
   return (pc->state == PC_RESERVED && !pc->w) || pc->state == PC_SETUP;
@@ -828,6 +958,8 @@ void mk_pool_close(mk_pool *p) {
   p->closed = 1;
   mk_timer_stop(p->reconnect_timer);
   mk_timer_stop(p->shrink_timer);
+  mk_timer_stop(p->lifetime_timer);
+  p->lifetime_due = 0;
   if (p->initial_left > 0) {
     p->initial_left = 0;
     if (p->hooks.connected) {

@@ -3,7 +3,8 @@
  * connection (or queues it, FIFO, bounded by acquire_timeout and max_waiting), watches
  * idle connections and reopens dead ones every reconnect_interval, replays requests
  * whose connection died according to the retry policy, shrinks idle connections, and
- * reserves connections for getconn/putconn.
+ * reserves connections for getconn/putconn, and replaces connections that lived past
+ * max_lifetime when they are next free.
  *
  * Every submitted request and every getconn completes exactly once, also when the pool
  * closes. Callbacks may re-enter the pool (submit, getconn, putconn, close, release);
@@ -31,6 +32,7 @@ typedef struct mk_pool_opts {
   int acquire_timeout_ms;           /* 0: none */
   int max_waiting;                  /* < 0: none */
   mk_retry retry;
+  int max_lifetime_ms;              /* 0: connections live as long as they work */
   int setup;                        /* call hooks.setup for every new connection */
 } mk_pool_opts;
 
@@ -41,8 +43,9 @@ typedef struct mk_pool_hooks {
   /* A new connection finished connecting (setsession included); the owner prepares it
    * (connection_factory) and calls mk_pool_setup_done. Only with opts.setup. */
   void (*setup)(mk_pool *p, mk_pconn *pc, void *ud);
-  /* A notice of one of the pool's connections. */
-  void (*notice)(mk_pool *p, const char *msg, void *ud);
+  /* A notice of the pool connection pc (reserved, in setup, or running the pool's own
+   * requests). pc is valid during the call. */
+  void (*notice)(mk_pool *p, mk_pconn *pc, const char *msg, void *ud);
 } mk_pool_hooks;
 
 /* getconn's outcome: pc reserved for the caller, or err (pc NULL). */
@@ -68,11 +71,14 @@ int mk_pool_cancel(mk_pool *p, mk_req *r);
  * and the connection was idle for a second or more), or with the error that ended the
  * wait. Returns 0, or the refusal kind as submit (got is then not called). */
 int mk_pool_getconn(mk_pool *p, int ping, mk_pool_got_fn got, void *ud, const char **why);
-/* Gives a reserved connection back. Returns 0, or -1 if pc is not reserved. An open
- * transaction is rolled back first; a running query is cancelled and the connection
- * discarded; a dead one is replaced. */
+/* Gives a reserved connection back. Returns 0, or -1 if pc is not reserved (also while
+ * it is being given back or discarded: a second putconn from a callback of the first
+ * is refused). An open transaction is rolled back first; a running query is cancelled
+ * and the connection discarded; a dead one is replaced. A connection past its
+ * max_lifetime is closed and replaced. */
 int mk_pool_putconn(mk_pool *p, mk_pconn *pc);
-/* putconn from a finalizer: pc goes back on the next loop turn (nothing runs now). */
+/* putconn from a finalizer: pc goes back on the next loop turn (nothing runs now). For
+ * a connection in setup, the setup fails then (its holder is gone). */
 void mk_pool_putconn_later(mk_pool *p, mk_pconn *pc);
 /* The setup hook's answer: ok 0 discards the connection (and reopens later). */
 void mk_pool_setup_done(mk_pool *p, mk_pconn *pc, int ok);
@@ -81,6 +87,8 @@ mk_conn *mk_pconn_conn(const mk_pconn *pc);
 mk_pool *mk_pconn_pool(const mk_pconn *pc);
 /* 1 while pc is reserved by getconn (or being set up). */
 int mk_pconn_reserved(const mk_pconn *pc);
+/* 1 while pc is in its getconn holder's hands, so that mk_pool_putconn takes it. */
+int mk_pconn_returnable(const mk_pconn *pc);
 /* Closes: waiting requests fail with PoolError("pool is closed"), running ones with
  * InterfaceError, getconn waiters with PoolError; timers stop. Idempotent. */
 void mk_pool_close(mk_pool *p);

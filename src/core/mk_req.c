@@ -70,6 +70,7 @@ int mk_req_stmt(mk_req *r, int i, const char *sql, size_t len, int nparams) {
 int mk_req_param(mk_req *r, int i, int j, const char *val, size_t len, int format, Oid type) {
   mk_stmt *st = &r->stmts[i];
   char *copy = NULL;
+  if (val && len > (size_t)MK_REQ_PARAM_MAX) return -2; /* libpq takes an int length */
   if (val) {
     copy = malloc(len + 1);
     if (!copy) return -1;

@@ -34,8 +34,14 @@ mk_req *mk_req_new(int nstmts, unsigned flags, int timeout_ms, mk_req_done_fn do
  * (several statements allowed); otherwise with nparams bound parameters, each to be
  * set with mk_req_param. Returns 0 or -1 when memory ran out. */
 int mk_req_stmt(mk_req *r, int i, const char *sql, size_t len, int nparams);
+/* The longest parameter value libpq can take: its lengths are ints. (The server
+ * refuses a message of more than 1 GB anyway; this only keeps a length from being cut
+ * short.) */
+#define MK_REQ_PARAM_MAX 0x7fffffff
+
 /* Sets parameter j of statement i: val (copied; NULL for SQL NULL) of len bytes,
- * format 0 text or 1 binary, type OID (0 lets the server infer it). 0 or -1. */
+ * format 0 text or 1 binary, type OID (0 lets the server infer it). Returns 0, -1 when
+ * memory ran out, or -2 (nothing copied) when len exceeds MK_REQ_PARAM_MAX. */
 int mk_req_param(mk_req *r, int i, int j, const char *val, size_t len, int format, Oid type);
 /* Frees a request that is not queued on a connection, with any results it holds. */
 void mk_req_free(mk_req *r);

@@ -428,7 +428,8 @@ int lmk_params_fill(lua_State *L, mk_req *r, int i, int prepidx) {
   if (mk_req_stmt(r, i, p->sql, p->sql_len, p->nparams) < 0) return -1;
   for (j = 0; j < p->nparams; j++) {
     const pvalue *v = &p->v[j];
-    if (mk_req_param(r, i, j, v->p, v->len, v->format, v->type) < 0) return -1;
+    int rc = mk_req_param(r, i, j, v->p, v->len, v->format, v->type);
+    if (rc < 0) return rc;
   }
   return 0;
 }

@@ -15,7 +15,8 @@
  * nothing is allocated outside Lua. */
 void lmk_params_check(lua_State *L, int sqlidx, int pidx);
 /* Copies the prepared statement at prepidx into statement i of r. Never raises;
- * returns 0, or -1 when memory ran out. */
+ * returns 0, -1 when memory ran out, or -2 when a value is longer than libpq takes
+ * (MK_REQ_PARAM_MAX). */
 int lmk_params_fill(lua_State *L, mk_req *r, int i, int prepidx);
 /* Pushes sql with its parameters inlined as literals escaped for pg. */
 int lmk_mogrify(lua_State *L, PGconn *pg, int sqlidx, int pidx);

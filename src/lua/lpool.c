@@ -4,7 +4,11 @@
  * here to the mk_pool. getconn lends a
  * Connection (lconn.c) that shares the pool's options table; that table names the
  * pool (field "pool"), so a lent connection keeps its pool alive. While a connect,
- * request, getconn or connection setup is outstanding, the pool is anchored. */
+ * request or getconn is outstanding, the pool is anchored (a connection setup holds it
+ * through its lent Connection instead: see setup_finished). A notice
+ * of a pool connection goes to on_notice(conn, message) with the Connection its holder
+ * has, or, while the pool itself uses the connection, a stand-in Connection that runs
+ * nothing (push_notice_conn). */
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,16 +43,76 @@ typedef struct lmk_got {
   const mk_error *err;
 } lmk_got;
 
-/* push_lent_lua(pool, lp, pc): the lent Connection, made under its own pcall. */
-static int push_lent_lua(lua_State *L) {
-  lpool *lp = lua_touserdata(L, 2);
-  lmk_conn_push_lent(L, 1, &lp->o, lua_touserdata(L, 3));
-  return 1;
-}
-
 static lpool *check_pool(lua_State *L, int idx) { return luaL_checkudata(L, idx, LMK_POOL); }
 
 static void push_pool(lua_State *L, lpool *lp) { lmk_push_owner(L, &lp->o); }
+
+/* Lent connections. The pool's options table holds, under "lent", a weak table from
+ * each lent entry (light userdata mk_pconn) to its Connection, so that a notice finds
+ * the Connection its holder has. */
+
+/* Records the Connection at connidx (0: a placeholder) as the one lent for pc (the pool
+ * at poolidx). Setting a key that holds a placeholder allocates nothing: callers
+ * reserve the key before they make the Connection, so that nothing can fail between
+ * making it and recording it. */
+static void lent_set(lua_State *L, int poolidx, mk_pconn *pc, int connidx) {
+  if (connidx) connidx = lua_absindex(L, connidx);
+  lua_getiuservalue(L, poolidx, 1);
+  if (lua_getfield(L, -1, "lent") != LUA_TTABLE) {
+    lua_pop(L, 1);
+    lua_newtable(L);
+    lua_createtable(L, 0, 1);
+    lua_pushliteral(L, "v");
+    lua_setfield(L, -2, "__mode");
+    lua_setmetatable(L, -2);
+    lua_pushvalue(L, -1);
+    lua_setfield(L, -3, "lent");
+  }
+  if (connidx)
+    lua_pushvalue(L, connidx);
+  else
+    lua_pushboolean(L, 0);
+  lua_rawsetp(L, -2, pc);
+  lua_pop(L, 2);
+}
+
+/* Forgets the Connection lent for pc, if any (the pool at poolidx). */
+static void lent_clear(lua_State *L, int poolidx, mk_pconn *pc) {
+  lua_getiuservalue(L, poolidx, 1);
+  if (lua_getfield(L, -1, "lent") == LUA_TTABLE) {
+    lua_pushnil(L);
+    lua_rawsetp(L, -2, pc);
+  }
+  lua_pop(L, 2);
+}
+
+/* Pushes the Connection that stands for pc in a notice: the lent one while its holder
+ * has it, else a stand-in that shares the pool's options but runs nothing (its methods
+ * raise InterfaceError, conn.closed is true): the pool itself is using pc. */
+static void push_notice_conn(lua_State *L, int poolidx, lpool *lp, mk_pconn *pc) {
+  lowner *owner = NULL;
+  int top = lua_gettop(L);
+  lua_getiuservalue(L, poolidx, 1);
+  if (lua_getfield(L, -1, "lent") == LUA_TTABLE && lua_rawgetp(L, -1, pc) == LUA_TUSERDATA &&
+      lmk_conn_lent(L, -1, &owner) == pc) {
+    lua_replace(L, top + 1);
+    lua_settop(L, top + 1);
+    return;
+  }
+  lua_settop(L, top);
+  lmk_conn_push_lent(L, poolidx, &lp->o, pc);
+  lmk_conn_unlend(L, -1);
+}
+
+/* push_lent_lua(pool, lp, pc): the lent Connection, made under its own pcall. */
+static int push_lent_lua(lua_State *L) {
+  lpool *lp = lua_touserdata(L, 2);
+  mk_pconn *pc = lua_touserdata(L, 3);
+  lent_set(L, 1, pc, 0);
+  lmk_conn_push_lent(L, 1, &lp->o, pc);
+  lent_set(L, 1, pc, -1);
+  return 1;
+}
 
 /* Requests */
 
@@ -121,7 +185,14 @@ static void on_connected(mk_pool *p, const mk_error *err, void *ud) {
 }
 
 /* Setup of a new connection: connection_factory(conn) in a coroutine; when its future
- * is done, the lent connection is taken back and the pool told the outcome. */
+ * is done, the lent connection is taken back and the pool told the outcome.
+ *
+ * The pool is not anchored for it. Whatever can still end the setup (the factory's
+ * coroutine, the future, this callback) holds the lent Connection, whose options table
+ * names the pool: the pool lives as long as they do. Once they are all garbage (a
+ * factory that yielded and was never resumed), an anchor would keep the pool forever;
+ * instead the Connection's finalizer gives the entry back (mk_pool_putconn_later
+ * counts it as a failed setup), or the pool goes with them. */
 static int setup_finished(lua_State *L) {
   lpool *lp = lua_touserdata(L, lua_upvalueindex(2));
   lowner *pool;
@@ -131,56 +202,107 @@ static int setup_finished(lua_State *L) {
   lua_pushvalue(L, 1);
   lua_call(L, 1, 1);
   ok = lua_isnil(L, -1);
+  lua_settop(L, 1);
   lmk_conn_unlend(L, lua_upvalueindex(1));
-  if (pc && !lmk_silent(&lp->o)) {
-    mk_pool_setup_done(lp->p, pc, ok);
-    lmk_unpend(L, &lp->o);
-  }
+  if (!pc || !lp->p || lmk_silent(&lp->o)) return 0;
+  push_pool(L, lp);
+  if (!lua_isnil(L, -1)) lent_clear(L, -1, pc);
+  mk_pool_setup_done(lp->p, pc, ok);
   return 0;
 }
 
+/* Runs the factory runner after_connect(future, conn, factory) (the arguments 1-3). */
+static int run_factory_lua(lua_State *L) {
+  lmk_conn_run_factory(L, 1, 2, 3);
+  return 0;
+}
+
+/* What on_setup hands to setup_lua. */
+typedef struct lmk_setup {
+  mk_pconn *pc;
+  int started; /* the callback that ends the setup is registered */
+} lmk_setup;
+
 static int setup_lua(lua_State *L) {
   lpool *lp = lua_touserdata(L, 1);
-  mk_pconn *pc = lua_touserdata(L, 2);
+  lmk_setup *s = lua_touserdata(L, 2);
+  mk_pconn *pc = s->pc;
   lua_settop(L, 0);
+  /* Everything that can fail (memory) comes before the Connection exists, or unlends
+   * it again: a Connection left lent for an entry the pool then drops would give a
+   * freed entry back when collected. */
   push_pool(L, lp);                                 /* 1 */
-  lmk_pend(L, &lp->o, 1);
-  lmk_conn_push_lent(L, 1, &lp->o, pc);             /* 2 */
-  lmk_future_new(L);                                /* 3 */
+  lent_set(L, 1, pc, 0);
+  lmk_future_new(L);                                /* 2 */
   lua_getiuservalue(L, 1, 1);
-  lua_getfield(L, -1, "connection_factory");        /* 5 */
-  lua_getfield(L, 3, "add_done_callback");
-  lua_pushvalue(L, 3);
-  lua_pushvalue(L, 2);
+  lua_getfield(L, -1, "connection_factory");        /* 4 */
+  lua_getfield(L, 2, "add_done_callback");          /* 5 */
+  lua_pushvalue(L, 2);                              /* 6 */
+  lua_pushnil(L);
   lua_pushlightuserdata(L, lp);
-  lua_pushcclosure(L, setup_finished, 2);
-  lua_call(L, 2, 0);
-  lmk_conn_run_factory(L, 3, 2, 5);
+  lua_pushcclosure(L, setup_finished, 2);           /* 7 */
+  lmk_conn_push_lent(L, 1, &lp->o, pc);             /* 8 */
+  lua_pushvalue(L, 8);
+  lua_setupvalue(L, 7, 1);
+  lent_set(L, 1, pc, 8);
+  lua_insert(L, 5);                                 /* conn at 5: the call takes 6..8 */
+  if (lua_pcall(L, 2, 0, 0) != LUA_OK) {
+    lmk_conn_unlend(L, 5);
+    return lua_error(L);
+  }
+  s->started = 1; /* from here the future's end, whatever it is, ends the setup */
+  lua_pushcfunction(L, run_factory_lua);
+  lua_pushvalue(L, 2);
+  lua_pushvalue(L, 5);
+  lua_pushvalue(L, 4);
+  if (lua_pcall(L, 3, 0, 0) != LUA_OK) lmk_future_fail(L, 2);
   return 0;
 }
 
 static void on_setup(mk_pool *p, mk_pconn *pc, void *ud) {
   lpool *lp = ud;
+  lmk_setup s;
   if (lmk_silent(&lp->o)) {
     mk_pool_setup_done(p, pc, 0);
     return;
   }
-  lmk_enter(lp->o.st, setup_lua, lp, pc);
+  s.pc = pc;
+  s.started = 0;
+  /* setup_lua failed before anything could end the setup (no memory): it fails now */
+  if (lmk_enter(lp->o.st, setup_lua, lp, &s) != LUA_OK && !s.started) mk_pool_setup_done(p, pc, 0);
 }
 
+/* What on_notice hands to notice_lua. */
+typedef struct lmk_notice {
+  mk_pconn *pc;
+  const char *msg;
+} lmk_notice;
+
+/* on_notice(conn, message) with the Connection that stands for the pool connection
+ * (push_notice_conn). */
 static int notice_lua(lua_State *L) {
   lpool *lp = lua_touserdata(L, 1);
+  const lmk_notice *n = lua_touserdata(L, 2);
+  int pool;
+  lua_settop(L, 0);
   push_pool(L, lp);
   if (lua_isnil(L, -1)) return 0;
-  lua_getiuservalue(L, -1, 1);
-  lmk_call_notice(L, lua_gettop(L), lua_gettop(L) - 1, lua_touserdata(L, 2));
+  pool = lua_gettop(L);
+  lua_getiuservalue(L, pool, 1);
+  if (lua_getfield(L, -1, "on_notice") != LUA_TFUNCTION) return 0; /* nothing is made */
+  lua_pop(L, 1);
+  push_notice_conn(L, pool, lp, n->pc);
+  lmk_call_notice(L, pool + 1, pool + 2, n->msg);
   return 0;
 }
 
-static void on_notice(mk_pool *p, const char *msg, void *ud) {
+static void on_notice(mk_pool *p, mk_pconn *pc, const char *msg, void *ud) {
   lpool *lp = ud;
+  lmk_notice n;
   (void)p;
-  if (!lmk_silent(&lp->o)) lmk_enter(lp->o.st, notice_lua, lp, (void *)msg);
+  n.pc = pc;
+  n.msg = msg;
+  if (!lmk_silent(&lp->o)) lmk_enter(lp->o.st, notice_lua, lp, &n);
 }
 
 static const mk_pool_hooks hooks = {on_connected, on_setup, on_notice};
@@ -193,7 +315,7 @@ static const char *const known_options[] = {
   "dsn", "setsession", "cursor_factory", "connection_factory", "loop", "on_notice",
   "pipeline", "statement_cache_size", "size", "max_size", "raise_connect_errors",
   "reconnect_interval", "auto_shrink", "shrink_delay", "shrink_period", "acquire_timeout",
-  "max_waiting", "retry", NULL};
+  "max_waiting", "retry", "max_lifetime", NULL};
 
 /* momoko.Pool(opts) */
 static int l_pool(lua_State *L) {
@@ -218,6 +340,7 @@ static int l_pool(lua_State *L) {
   o.shrink_period_ms = lmk_opt_int(L, 1, "shrink_period", 120000, 1, 0x7fffffff, "Pool");
   o.acquire_timeout_ms = lmk_opt_int(L, 1, "acquire_timeout", 0, 1, 0x7fffffff, "Pool");
   o.max_waiting = lmk_opt_int(L, 1, "max_waiting", -1, 0, 0x7fffffff, "Pool");
+  o.max_lifetime_ms = lmk_opt_int(L, 1, "max_lifetime", 3600000, 0, 0x7fffffff, "Pool");
   lua_getfield(L, 1, "retry");
   if (lua_isnil(L, -1) || (lua_type(L, -1) == LUA_TSTRING && strcmp(lua_tostring(L, -1), "safe") == 0))
     o.retry = MK_RETRY_SAFE;
@@ -374,16 +497,22 @@ static int pool_getconn(lua_State *L) {
   return 1;
 }
 
-/* pool:putconn(conn): gives a getconn'd connection back (also after close). */
+/* pool:putconn(conn): gives a getconn'd connection back (also after close). The
+ * Connection is given back (unlent) before the core sees it: what the core runs while
+ * it gives the connection back (a request of it completing, whose done callback or
+ * to-be-closed variable puts conn again) finds it returned already. */
 static int pool_putconn(lua_State *L) {
   lpool *lp = check_pool(L, 1);
   lowner *owner = NULL;
   mk_pconn *pc = lmk_conn_lent(L, 2, &owner);
   if (!pc || owner != &lp->o)
     return lmk_raise(L, MK_ERR_POOL, "putconn: not a connection of this pool, or already given back");
-  if (!lp->p || mk_pool_putconn(lp->p, pc) < 0)
+  if (!lp->p || !mk_pconn_returnable(pc))
     return lmk_raise(L, MK_ERR_POOL, "putconn: the connection is not reserved");
+  lent_clear(L, 1, pc);
   lmk_conn_unlend(L, 2);
+  if (mk_pool_putconn(lp->p, pc) < 0) /* cannot happen after the check above */
+    return lmk_raise(L, MK_ERR_POOL, "putconn: the connection is not reserved");
   return 0;
 }
 

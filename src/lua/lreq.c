@@ -123,7 +123,7 @@ static int cancel_req(lua_State *L, void *ud) {
 static lreq *build(lua_State *L, lowner *o, lmk_req_cancel_fn cancel, int first, int nstmts, unsigned flags,
                    int kind, int optidx) {
   lua_Integer timeout = 0;
-  int i, factory = LUA_NOREF, fref;
+  int i, factory = LUA_NOREF, fref, rc = -1;
   lfuture *f;
   lreq *q;
   mk_req *r;
@@ -148,7 +148,7 @@ static lreq *build(lua_State *L, lowner *o, lmk_req_cancel_fn cancel, int first,
   r = mk_req_new(nstmts, flags, (int)timeout, req_done, q);
   if (!q || !r) goto nomem;
   for (i = 0; i < nstmts; i++)
-    if (lmk_params_fill(L, r, i, first + i) < 0) goto nomem;
+    if ((rc = lmk_params_fill(L, r, i, first + i)) < 0) goto nomem;
   q->o = o;
   q->r = r;
   q->cancel = cancel;
@@ -164,6 +164,8 @@ nomem:
   luaL_unref(L, LUA_REGISTRYINDEX, factory);
   free(q);
   mk_req_free(r);
+  if (rc == -2)
+    lmk_raise(L, MK_ERR_INTERFACE, "parameter too large: libpq sends at most %d bytes per value", MK_REQ_PARAM_MAX);
   lmk_raise(L, MK_ERR_INTERFACE, "not enough memory");
   return NULL;
 }
