@@ -11,8 +11,10 @@
 #define LMK_PARAM "momoko.Param"
 
 /* Pushes the prepared form of the statement at sqlidx with the parameters at pidx
- * (none, nil, an array, or a table of :names). Raises InterfaceError for bad values;
- * nothing is allocated outside Lua. */
+ * (none, nil, an array, or a table of :names). Raises InterfaceError for bad values,
+ * for a $n with no value (or an invalid $n), for an array given to :name SQL and for
+ * names given to $n SQL; nothing is allocated outside Lua. Integers are typed int4
+ * when they fit in 32 bits, else int8; arrays by the core's array writer. */
 void lmk_params_check(lua_State *L, int sqlidx, int pidx);
 /* Copies the prepared statement at prepidx into statement i of r. Never raises;
  * returns 0, or -1 when memory ran out. */
