@@ -10,32 +10,36 @@
 #include "lerror.h"
 #include "ltypes.h"
 
+typedef struct lcol {
+  unsigned char dec; /* LMK_D_* */
+  char delim;        /* arrays: the element delimiter */
+} lcol;
+
 typedef struct lcursor {
   PGresult *res; /* NULL once closed */
   int nrows, ncols, pos;
   int dict;
   int closed; /* close() was called (res may also be NULL for a result-less cursor) */
   lua_Integer arraysize;
-  unsigned char dec[]; /* per column */
+  lcol col[]; /* per column */
 } lcursor;
 
 static lcursor *check_cursor(lua_State *L, int idx) { return luaL_checkudata(L, idx, LMK_CURSOR); }
 
 /* Pushes the value of row, col. Needs the cursor's user value table at uvidx. */
 static void push_value(lua_State *L, lcursor *cur, int uvidx, int row, int col) {
-  int d = cur->dec[col];
+  int d = cur->col[col].dec, fnidx = 0;
   if (PQgetisnull(cur->res, row, col)) {
     lmk_push_null(L);
     return;
   }
   if (d == LMK_D_LUA || d == LMK_D_ARRAY + LMK_D_LUA) {
     lua_rawgeti(L, uvidx, col + 1);
-    lmk_type_push(L, d, lua_gettop(L), PQgetvalue(cur->res, row, col),
-                  (size_t)PQgetlength(cur->res, row, col));
-    lua_remove(L, -2);
-  } else {
-    lmk_type_push(L, d, 0, PQgetvalue(cur->res, row, col), (size_t)PQgetlength(cur->res, row, col));
+    fnidx = lua_gettop(L);
   }
+  lmk_type_push(L, d, cur->col[col].delim, fnidx, PQgetvalue(cur->res, row, col),
+                (size_t)PQgetlength(cur->res, row, col));
+  if (fnidx) lua_remove(L, fnidx);
 }
 
 static void push_row(lua_State *L, lcursor *cur, int row) {
@@ -230,11 +234,11 @@ static int c_tostring(lua_State *L) {
   return 1;
 }
 
-void lmk_cursor_push(lua_State *L, PGresult *res, const char *query, int dict, int decoders) {
+void lmk_cursor_push(lua_State *L, PGresult *res, const char *query, int dict, int owneruv) {
   int ncols = res ? PQnfields(res) : 0, col, uv;
   lcursor *cur;
-  if (decoders) decoders = lua_absindex(L, decoders);
-  cur = lua_newuserdatauv(L, sizeof *cur + (size_t)ncols, 1);
+  if (owneruv) owneruv = lua_absindex(L, owneruv);
+  cur = lua_newuserdatauv(L, sizeof *cur + (size_t)ncols * sizeof(lcol), 1);
   cur->res = NULL;
   luaL_setmetatable(L, LMK_CURSOR);
   cur->res = res; /* owned from here: __gc clears it even if the rest raises */
@@ -250,8 +254,10 @@ void lmk_cursor_push(lua_State *L, PGresult *res, const char *query, int dict, i
   lua_setfield(L, uv, "query");
   for (col = 0; col < ncols; col++) {
     Oid oid = PQftype(res, col);
-    int d = lmk_type_decoding(L, decoders, oid);
-    cur->dec[col] = (unsigned char)d;
+    char delim;
+    int d = lmk_type_decoding(L, owneruv, oid, &delim);
+    cur->col[col].dec = (unsigned char)d;
+    cur->col[col].delim = delim;
     if (d == LMK_D_LUA || d == LMK_D_ARRAY + LMK_D_LUA) lua_rawseti(L, uv, col + 1);
     if (dict) {
       lua_pushstring(L, PQfname(res, col));
