@@ -96,7 +96,8 @@ static int is_builtin_scalar(Oid oid) {
 
 void lmk_push_null(lua_State *L) { lua_pushlightuserdata(L, NULL); }
 
-/* Pushes one scalar decoded by kind d (not LMK_D_LUA, not an array). */
+/* Pushes one scalar decoded by kind d (not LMK_D_LUA, not an array). s is read before
+ * anything that could run Lua (a GC step may run finalizers). */
 static void push_scalar(lua_State *L, int d, const char *s, size_t len) {
   switch (d) {
   case LMK_D_INT:
@@ -109,11 +110,14 @@ static void push_scalar(lua_State *L, int d, const char *s, size_t len) {
     lua_pushboolean(L, len > 0 && s[0] == 't');
     return;
   case LMK_D_BYTEA: {
+    /* the buffer's allocation may run Lua: decode from a copy held on the stack */
     luaL_Buffer b;
+    const char *copy = lua_pushlstring(L, s, len);
     char *out = luaL_buffinitsize(L, &b, len ? len : 1);
-    ssize_t n = mk_bytea_decode(s, len, out);
+    ssize_t n = mk_bytea_decode(copy, len, out);
     if (n < 0) luaL_error(L, "malformed bytea value from the server");
     luaL_pushresultsize(&b, (size_t)n);
+    lua_remove(L, -2);
     return;
   }
   default:
@@ -167,10 +171,13 @@ static int arr_elem(void *ud, const char *s, size_t len, int is_null) {
   return 0;
 }
 
+/* The parse reads a copy of the text held on the stack and writes into a scratch
+ * userdata: element decoders may run any Lua, a fetch on the same cursor included. */
 static void push_array(lua_State *L, int elem, char delim, int fnidx, const char *s, size_t len) {
   static const mk_array_sink proto = {arr_open, arr_close, arr_elem, NULL};
   mk_array_sink sink = proto;
   array_ctx a;
+  const char *text = lua_pushlstring(L, s, len);
   char *scratch = lua_newuserdatauv(L, len + 1, 0); /* freed by the GC, even on error */
   int top = lua_gettop(L);
   a.L = L;
@@ -178,11 +185,12 @@ static void push_array(lua_State *L, int elem, char delim, int fnidx, const char
   a.fnidx = fnidx;
   a.depth = 0;
   sink.ud = &a;
-  if (mk_array_parse(s, len, delim, scratch, &sink) != 0 || lua_gettop(L) != top + 1) {
+  if (mk_array_parse(text, len, delim, scratch, &sink) != 0 || lua_gettop(L) != top + 1) {
     lua_settop(L, top);
-    lua_pushlstring(L, s, len); /* not an array literal after all: its text */
+    lua_pushvalue(L, top - 1); /* not an array literal after all: its text */
   }
-  lua_remove(L, top);
+  lua_replace(L, top - 1);
+  lua_settop(L, top - 1);
 }
 
 /* The decoder registered for oid for the owner (the decoders table of its options

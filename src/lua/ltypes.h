@@ -40,7 +40,9 @@ extern const char lmk_type_lookup_sql[];
 void lmk_type_learn(lua_State *L, int uv, int oidsidx, int rowsidx);
 /* Pushes the Lua value of the non-NULL text s of len bytes decoded as dec (delim: the
  * element delimiter of arrays); fnidx is the stack index of the decoder function
- * (LMK_D_LUA kinds) or 0. May raise (a decoder's error, a malformed bytea). */
+ * (LMK_D_LUA kinds) or 0. s is copied before any Lua code can run (decoders, or
+ * finalizers run by a GC step), so it may point into a PGresult that such code frees.
+ * May raise (a decoder's error, a malformed bytea). */
 void lmk_type_push(lua_State *L, int dec, char delim, int fnidx, const char *s, size_t len);
 /* Pushes momoko.null. */
 void lmk_push_null(lua_State *L);
