@@ -4,9 +4,9 @@
  * (the text of each value, its format and type OID) whose user value anchors the Lua
  * strings it points into. Every bad value raises there, before any request memory
  * exists; lmk_params_fill then only copies. Array literals are written by the core's
- * array writer (mk_text), the one the fuzzer checks against the parser. Also mogrify
- * and the tagged values momoko.bytea, momoko.json and momoko.hstore (userdata of
- * metatable momoko.Param). */
+ * array writer (mk_text), the one the fuzzer checks against the parser. Also mogrify,
+ * conn:escape_literal/escape_identifier, and the tagged values momoko.bytea,
+ * momoko.json and momoko.hstore (userdata of metatable momoko.Param). */
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
@@ -569,6 +569,32 @@ int lmk_mogrify(lua_State *L, PGconn *pg, int sqlidx, int pidx) {
   if (m.bad != 0) return lmk_raise(L, MK_ERR_INTERFACE, "mogrify: no value for placeholder $%d", m.bad);
   luaL_addlstring(&b, p->sql + m.at, p->sql_len - m.at);
   luaL_pushresult(&b);
+  return 1;
+}
+
+int lmk_escape(lua_State *L, PGconn *pg, int idx, int identifier, const char *who) {
+  size_t n;
+  const char *s;
+  pqmem *held;
+  if (lua_type(L, idx) != LUA_TSTRING)
+    return lmk_raise(L, MK_ERR_INTERFACE, "%s: a string expected, got %s", who, luaL_typename(L, idx));
+  s = lua_tolstring(L, idx, &n);
+  if (memchr(s, '\0', n)) return lmk_raise(L, MK_ERR_INTERFACE, "%s: the string contains a NUL byte", who);
+  /* libpq's copy is held by a userdata until it is in a Lua string (its __gc frees it
+   * if pushing the string raises) and freed before anything else can raise */
+  held = push_pqmem(L);
+  held->p = identifier ? PQescapeIdentifier(pg, s, n) : PQescapeLiteral(pg, s, n);
+  if (!held->p) {
+    const char *msg = PQerrorMessage(pg);
+    size_t m = strlen(msg);
+    while (m > 0 && msg[m - 1] == '\n') m--;
+    lua_pushlstring(L, msg, m);
+    return lmk_raise(L, MK_ERR_INTERFACE, "%s: %s", who, lua_tostring(L, -1));
+  }
+  lua_pushstring(L, held->p);
+  PQfreemem(held->p);
+  held->p = NULL;
+  lua_remove(L, -2);
   return 1;
 }
 

@@ -21,6 +21,12 @@ void lmk_params_check(lua_State *L, int sqlidx, int pidx);
 int lmk_params_fill(lua_State *L, mk_req *r, int i, int prepidx);
 /* Pushes sql with its parameters inlined as literals escaped for pg. */
 int lmk_mogrify(lua_State *L, PGconn *pg, int sqlidx, int pidx);
+/* Pushes the string at idx escaped by libpq for pg, quotes included: a literal
+ * (PQescapeLiteral) or, with identifier set, an identifier (PQescapeIdentifier).
+ * Raises InterfaceError naming who for a non-string, a string with a NUL byte or a
+ * libpq failure (an invalid multibyte character); libpq's copy is freed before
+ * anything can raise. Returns 1. */
+int lmk_escape(lua_State *L, PGconn *pg, int idx, int identifier, const char *who);
 /* Registers momoko.Param and adds bytea, json_text, hstore to the module table. */
 void lmk_open_params(lua_State *L);
 
