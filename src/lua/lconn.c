@@ -4,7 +4,7 @@
  * Requests are built by lreq.c and submitted here to the mk_conn. The synchronous
  * members (mogrify, escape_literal, escape_identifier, pid, transaction_status) read
  * the PGconn of a connected connection. User value 1 is a table of options (dsn,
- * setsession, factories, on_notice, decoders, learnt types); a lent
+ * setsession, factories, on_notice, command_timeout, decoders, learnt types); a lent
  * connection shares its pool's table. An own idle connection nobody references is
  * closed by __gc; a lent one is given back to its pool (on the next loop turn: a
  * finalizer must not run the callbacks giving it back may start). */
@@ -135,7 +135,7 @@ static void conn_close_at_shutdown(lmk_closer *c);
 
 static const char *const known_options[] = {
   "dsn", "setsession", "cursor_factory", "connection_factory", "loop", "on_notice",
-  "pipeline", "statement_cache_size", NULL};
+  "pipeline", "statement_cache_size", "command_timeout", NULL};
 
 /* Pushes a new Connection userdata, created closed (finalized until it gets its
  * connection), with the options table at uv. */

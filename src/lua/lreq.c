@@ -328,7 +328,7 @@ static int cancel_req(lua_State *L, void *ud) {
  * a malloc fails everything is freed before raising. */
 static lreq *build(lua_State *L, lowner *o, lmk_req_cancel_fn cancel, int first, int nstmts, unsigned flags,
                    int kind, int optidx) {
-  lua_Integer timeout = 0;
+  lua_Integer timeout = -1;
   int i, factory = LUA_NOREF, fref;
   lfuture *f;
   lreq *q;
@@ -344,6 +344,12 @@ static lreq *build(lua_State *L, lowner *o, lmk_req_cancel_fn cancel, int first,
     if (!lua_isnil(L, -1)) lmk_check_factory(L, -1, "opts");
   } else {
     lua_pushnil(L);
+  }
+  if (timeout < 0) { /* none of its own: the owner's command_timeout (0: none) */
+    lua_getiuservalue(L, 1, 1);
+    lua_getfield(L, -1, "command_timeout");
+    timeout = lua_isinteger(L, -1) ? lua_tointeger(L, -1) : 0;
+    lua_pop(L, 2);
   }
   factory = lua_isnil(L, -1) ? (lua_pop(L, 1), LUA_NOREF) : luaL_ref(L, LUA_REGISTRYINDEX);
   f = lmk_future_new(L);
