@@ -372,6 +372,36 @@ int mk_sql_scan_positional(const char *sql, size_t len, mk_sql_placeholder_fn fn
   return 0;
 }
 
+typedef struct max_scan {
+  int max;
+  size_t bad_off, bad_len;
+} max_scan;
+
+static int max_one(void *ud, unsigned number, size_t off, size_t len) {
+  max_scan *m = ud;
+
+  if (number == 0) {
+    m->bad_off = off;
+    m->bad_len = len;
+    return 1;
+  }
+  if ((int)number > m->max)
+    m->max = (int)number;
+  return 0;
+}
+
+/* The highest $n (see mk_sql.h): the scanner stops at the first invalid number. */
+int mk_sql_max_positional(const char *sql, size_t len, size_t *bad_off, size_t *bad_len) {
+  max_scan m = {0, 0, 0};
+
+  if (mk_sql_scan_positional(sql, len, max_one, &m) != 0) {
+    *bad_off = m.bad_off;
+    *bad_len = m.bad_len;
+    return -1;
+  }
+  return m.max;
+}
+
 /* ---- routine names ---- */
 
 /* Index just after one name part starting at s[i], or 0 when it is not a valid part

@@ -1,5 +1,6 @@
 /* mk_sql: SQL text helpers that need no connection: the :name placeholder rewriter,
- * the $n placeholder scanner and the identifier check for callproc. */
+ * the $n placeholder scanner (and the highest $n, to check a parameter count before
+ * sending) and the identifier check for callproc. */
 #ifndef MK_SQL_H
 #define MK_SQL_H
 
@@ -44,6 +45,11 @@ void mk_sql_named_free(mk_sql_named *n);
  * to go on or non-zero to stop; the function returns that value, or 0. No allocation. */
 typedef int (*mk_sql_placeholder_fn)(void *ud, unsigned number, size_t off, size_t len);
 int mk_sql_scan_positional(const char *sql, size_t len, mk_sql_placeholder_fn fn, void *ud);
+
+/* The highest placeholder number $n in sql, found as mk_sql_scan_positional finds them
+ * (0 when there is none). When a placeholder is not a valid number ($0, above 65535),
+ * returns -1 and sets *bad_off and *bad_len to the first such token. No allocation. */
+int mk_sql_max_positional(const char *sql, size_t len, size_t *bad_off, size_t *bad_len);
 
 /* 1 if s is a routine name that is safe to splice into SQL: one to three dot-separated
  * parts, each a plain identifier [A-Za-z_][A-Za-z0-9_$]* or a double-quoted one

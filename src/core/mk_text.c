@@ -1,13 +1,16 @@
 /* mk_text.c: PostgreSQL text-format codecs declared in mk_text.h: the array literal
- * parser, the hstore parser, the bytea decoder and the quoting used to build array and
- * hstore literals. Inputs are byte ranges, never NUL-terminated, so every read is
+ * parser and writer, the hstore parser, the bytea decoder, the quoting used to build
+ * array and hstore literals, and the number formats parameters are sent in. Inputs are byte ranges, never NUL-terminated, so every read is
  * bounded by the end pointer. The parsers own no memory: unescaped strings go into the
  * caller's scratch area, each at a fresh offset, so a callback may look at every string
  * it was given until the caller releases the scratch. Each output byte consumes at least
  * one input byte, which is why a scratch area as long as the input always suffices. */
 #include "mk_text.h"
 
+#include <math.h>
 #include <stdint.h>
+#include <stdio.h>
+#include <string.h>
 
 /* The whitespace PostgreSQL's own scanners skip (scanner_isspace), independent of the
  * C locale. */
@@ -385,5 +388,160 @@ int mk_text_quote(mk_buf *b, const char *s, size_t n) {
   }
   b->data[b->len++] = '"';
   b->data[b->len] = '\0';
+  return 0;
+}
+
+/* ---- numbers ---- */
+
+int mk_text_int(char *out, long long v) {
+  return snprintf(out, MK_TEXT_NUMLEN, "%lld", v);
+}
+
+/* 17 significant digits make every finite double read back as itself; the special
+ * values are spelled as float8in spells them. */
+int mk_text_float(char *out, double x) {
+  if (isnan(x))
+    return snprintf(out, MK_TEXT_NUMLEN, "NaN");
+  if (isinf(x))
+    return snprintf(out, MK_TEXT_NUMLEN, x > 0 ? "Infinity" : "-Infinity");
+  return snprintf(out, MK_TEXT_NUMLEN, "%.17g", x);
+}
+
+/* ---- array writer ---- */
+
+void mk_array_writer_init(mk_array_writer *w, mk_buf *out, char delim) {
+  w->out = out;
+  w->delim = delim;
+  w->depth = 0;
+  w->finished = 0;
+  w->kinds = 0;
+  memset(w->holds, 0, sizeof w->holds);
+}
+
+/* Checks that an item of kind holds (1 value, 2 sub-array) may come next at the level
+ * open now, and writes the delimiter before it when it is not the first. */
+static int writer_item(mk_array_writer *w, unsigned char holds) {
+  unsigned char *h;
+
+  if (w->depth == 0)
+    return MK_TEXT_ESTATE;
+  h = &w->holds[w->depth];
+  if (*h != 0 && *h != holds)
+    return MK_TEXT_EMIXED;
+  if (*h != 0 && mk_buf_addc(w->out, w->delim) != 0)
+    return MK_TEXT_ENOMEM;
+  *h = holds;
+  return 0;
+}
+
+int mk_array_writer_open(mk_array_writer *w) {
+  int rc;
+
+  if (w->finished)
+    return MK_TEXT_ESTATE;
+  if (w->depth == MK_TEXT_MAXDEPTH)
+    return MK_TEXT_EDEPTH;
+  if (w->depth > 0 && (rc = writer_item(w, 2)) != 0)
+    return rc;
+  if (mk_buf_addc(w->out, '{') != 0)
+    return MK_TEXT_ENOMEM;
+  w->holds[++w->depth] = 0;
+  return 0;
+}
+
+int mk_array_writer_close(mk_array_writer *w) {
+  if (w->depth == 0)
+    return MK_TEXT_ESTATE;
+  if (mk_buf_addc(w->out, '}') != 0)
+    return MK_TEXT_ENOMEM;
+  if (--w->depth == 0)
+    w->finished = 1;
+  return 0;
+}
+
+/* One bare (unquoted) element of kind. */
+static int writer_bare(mk_array_writer *w, const char *s, size_t n, unsigned kind) {
+  int rc = writer_item(w, 1);
+
+  if (rc != 0)
+    return rc;
+  if (mk_buf_add(w->out, s, n) != 0)
+    return MK_TEXT_ENOMEM;
+  w->kinds |= kind;
+  return 0;
+}
+
+int mk_array_writer_null(mk_array_writer *w) {
+  return writer_bare(w, "NULL", 4, 0);
+}
+
+int mk_array_writer_bool(mk_array_writer *w, int v) {
+  return writer_bare(w, v ? "t" : "f", 1, MK_ARRAY_BOOL);
+}
+
+int mk_array_writer_int(mk_array_writer *w, long long v) {
+  char num[MK_TEXT_NUMLEN];
+  int n = mk_text_int(num, v);
+
+  return writer_bare(w, num, (size_t)n,
+                     v >= INT32_MIN && v <= INT32_MAX ? MK_ARRAY_INT4 : MK_ARRAY_INT8);
+}
+
+int mk_array_writer_float(mk_array_writer *w, double x) {
+  char num[MK_TEXT_NUMLEN];
+  int n = mk_text_float(num, x);
+
+  return writer_bare(w, num, (size_t)n, MK_ARRAY_FLOAT);
+}
+
+int mk_array_writer_string(mk_array_writer *w, const char *s, size_t n) {
+  int rc;
+
+  if (n > 0 && memchr(s, '\0', n) != NULL)
+    return MK_TEXT_ENUL;
+  if ((rc = writer_item(w, 1)) != 0)
+    return rc;
+  if (mk_text_quote(w->out, s, n) != 0)
+    return MK_TEXT_ENOMEM;
+  w->kinds |= MK_ARRAY_OTHER;
+  return 0;
+}
+
+/* "\\x" and two hex digits per byte, in quotes: the backslash of bytea's hex prefix is
+ * escaped inside the quoted element. */
+int mk_array_writer_bytea(mk_array_writer *w, const void *s, size_t n) {
+  static const char hex[] = "0123456789abcdef";
+  const unsigned char *p = s;
+  size_t i;
+  int rc;
+
+  if (n > (SIZE_MAX - 8) / 2)
+    return MK_TEXT_ENOMEM;
+  if ((rc = writer_item(w, 1)) != 0)
+    return rc;
+  if (mk_buf_reserve(w->out, 2 * n + 5) != 0)
+    return MK_TEXT_ENOMEM;
+  /* Cannot fail now: the room is there. */
+  (void)mk_buf_add(w->out, "\"\\\\x", 4);
+  for (i = 0; i < n; i++) {
+    w->out->data[w->out->len++] = hex[p[i] >> 4];
+    w->out->data[w->out->len++] = hex[p[i] & 15];
+  }
+  (void)mk_buf_addc(w->out, '"');
+  w->kinds |= MK_ARRAY_OTHER;
+  return 0;
+}
+
+unsigned mk_array_writer_type(const mk_array_writer *w) {
+  unsigned k = w->kinds;
+
+  if (k == MK_ARRAY_INT4)
+    return 1007; /* int4[] */
+  if (k != 0 && (k & ~(MK_ARRAY_INT4 | MK_ARRAY_INT8)) == 0)
+    return 1016; /* int8[] */
+  if ((k & MK_ARRAY_FLOAT) && (k & ~(MK_ARRAY_INT4 | MK_ARRAY_INT8 | MK_ARRAY_FLOAT)) == 0)
+    return 1022; /* float8[] */
+  if (k == MK_ARRAY_BOOL)
+    return 1000; /* bool[] */
   return 0;
 }

@@ -1,8 +1,10 @@
 /* lconn: momoko.Connection, a userdata around one mk_conn, either its own or one lent
  * by a pool (getconn, or a new pool connection being set up by connection_factory).
  *
- * Requests are built by lreq.c and submitted here to the mk_conn. User value 1 is a
- * table of options (dsn, setsession, factories, on_notice, decoders); a lent
+ * Requests are built by lreq.c and submitted here to the mk_conn. The synchronous
+ * members (mogrify, escape_literal, escape_identifier, pid, transaction_status) read
+ * the PGconn of a connected connection. User value 1 is a table of options (dsn,
+ * setsession, factories, on_notice, command_timeout, decoders, learnt types); a lent
  * connection shares its pool's table. An own idle connection nobody references is
  * closed by __gc; a lent one is given back to its pool (on the next loop turn: a
  * finalizer must not run the callbacks giving it back may start). */
@@ -133,7 +135,7 @@ static void conn_close_at_shutdown(lmk_closer *c);
 
 static const char *const known_options[] = {
   "dsn", "setsession", "cursor_factory", "connection_factory", "loop", "on_notice",
-  "pipeline", "statement_cache_size", NULL};
+  "pipeline", "statement_cache_size", "command_timeout", NULL};
 
 /* Pushes a new Connection userdata, created closed (finalized until it gets its
  * connection), with the options table at uv. */
@@ -293,6 +295,29 @@ static int conn_mogrify(lua_State *L) {
   return lmk_mogrify(L, pg, 2, 3);
 }
 
+/* The PGconn of the connected Connection at 1, for synchronous libpq calls; raises
+ * InterfaceError naming who otherwise. */
+static PGconn *connected_pg(lua_State *L, const char *who) {
+  lconn *lc = check_conn(L, 1);
+  PGconn *pg = lc->c ? mk_conn_pg(lc->c) : NULL;
+  if (!lc->c && lc->pool) lmk_raise(L, MK_ERR_INTERFACE, "%s: connection was given back to its pool", who);
+  if (!pg || mk_conn_state_of(lc->c) != MK_CONN_READY)
+    lmk_raise(L, MK_ERR_INTERFACE, "%s: connection is not connected", who);
+  return pg;
+}
+
+/* conn:escape_literal(s), conn:escape_identifier(s): libpq's escaping for this
+ * connection's encoding and settings, quotes included. */
+static int conn_escape_literal(lua_State *L) {
+  PGconn *pg = connected_pg(L, "escape_literal");
+  return lmk_escape(L, pg, 2, 0, "escape_literal");
+}
+
+static int conn_escape_identifier(lua_State *L) {
+  PGconn *pg = connected_pg(L, "escape_identifier");
+  return lmk_escape(L, pg, 2, 1, "escape_identifier");
+}
+
 static int conn_close(lua_State *L) {
   lconn *lc = check_conn(L, 1);
   if (lc->c) mk_conn_close(lc->c);
@@ -352,6 +377,21 @@ static int conn_index(lua_State *L) {
     lua_pushboolean(L, lc->pc != NULL);
     return 1;
   }
+  if (k && strcmp(k, "pid") == 0) { /* nil unless connected */
+    PGconn *pg = lc->c ? mk_conn_pg(lc->c) : NULL;
+    int pid = pg && mk_conn_state_of(lc->c) == MK_CONN_READY ? PQbackendPID(pg) : 0;
+    if (pid <= 0) return 0;
+    lua_pushinteger(L, pid);
+    return 1;
+  }
+  if (k && strcmp(k, "transaction_status") == 0) {
+    static const char *const names[] = {"idle", "active", "intrans", "inerror", "unknown"};
+    PGconn *pg = lc->c ? mk_conn_pg(lc->c) : NULL;
+    PGTransactionStatusType t = pg && mk_conn_state_of(lc->c) == MK_CONN_READY ? PQtransactionStatus(pg)
+                                                                                : PQTRANS_UNKNOWN;
+    lua_pushstring(L, (unsigned)t < sizeof names / sizeof *names ? names[t] : "unknown");
+    return 1;
+  }
   if (k && strcmp(k, "server_version") == 0) {
     PGconn *pg = lc->c ? mk_conn_pg(lc->c) : NULL;
     if (!pg || mk_conn_state_of(lc->c) != MK_CONN_READY) return 0;
@@ -365,7 +405,9 @@ void lmk_open_conn(lua_State *L) {
   static const luaL_Reg methods[] = {
     {"connect", conn_connect},   {"mogrify", conn_mogrify},         {"close", conn_close},
     {"execute", conn_execute},   {"callproc", conn_callproc},       {"transaction", conn_transaction},
-    {"ping", conn_ping},         {"_set_decoder", lmk_req_set_decoder}, {NULL, NULL}};
+    {"ping", conn_ping},         {"_set_decoder", lmk_req_set_decoder},
+    {"escape_literal", conn_escape_literal}, {"escape_identifier", conn_escape_identifier},
+    {NULL, NULL}};
   static const luaL_Reg meta[] = {
     {"__index", conn_index}, {"__gc", conn_gc}, {"__close", conn_tbc_close},
     {"__tostring", conn_tostring}, {NULL, NULL}};

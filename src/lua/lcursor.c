@@ -10,34 +10,48 @@
 #include "lerror.h"
 #include "ltypes.h"
 
+typedef struct lcol {
+  unsigned char dec; /* LMK_D_* */
+  char delim;        /* arrays: the element delimiter */
+} lcol;
+
 typedef struct lcursor {
   PGresult *res; /* NULL once closed */
   int nrows, ncols, pos;
   int dict;
   int closed; /* close() was called (res may also be NULL for a result-less cursor) */
   lua_Integer arraysize;
-  unsigned char dec[]; /* per column */
+  lcol col[]; /* per column */
 } lcursor;
 
 static lcursor *check_cursor(lua_State *L, int idx) { return luaL_checkudata(L, idx, LMK_CURSOR); }
 
-/* Pushes the value of row, col. Needs the cursor's user value table at uvidx. */
+/* Raises unless the result is still there: Lua code run while a row is built (a
+ * decoder, or a finalizer run by a GC step) may have closed the cursor. */
+static void still_open(lua_State *L, lcursor *cur) {
+  if (!cur->res) lmk_raise(L, MK_ERR_INTERFACE, "cursor was closed while a row was being fetched");
+}
+
+/* Pushes the value of row, col. Needs the cursor's user value table at uvidx.
+ * lmk_type_push copies the text before any Lua code runs. */
 static void push_value(lua_State *L, lcursor *cur, int uvidx, int row, int col) {
-  int d = cur->dec[col];
+  int d = cur->col[col].dec, fnidx = 0;
   if (PQgetisnull(cur->res, row, col)) {
     lmk_push_null(L);
     return;
   }
   if (d == LMK_D_LUA || d == LMK_D_ARRAY + LMK_D_LUA) {
     lua_rawgeti(L, uvidx, col + 1);
-    lmk_type_push(L, d, lua_gettop(L), PQgetvalue(cur->res, row, col),
-                  (size_t)PQgetlength(cur->res, row, col));
-    lua_remove(L, -2);
-  } else {
-    lmk_type_push(L, d, 0, PQgetvalue(cur->res, row, col), (size_t)PQgetlength(cur->res, row, col));
+    fnidx = lua_gettop(L);
   }
+  lmk_type_push(L, d, cur->col[col].delim, fnidx, PQgetvalue(cur->res, row, col),
+                (size_t)PQgetlength(cur->res, row, col));
+  if (fnidx) lua_remove(L, fnidx);
 }
 
+/* Pushes row number row, which the caller has claimed (pos is past it already). Any
+ * allocation or decoder may run Lua that fetches from, scrolls or closes this very
+ * cursor: the cursor's state is read again after each, never kept across. */
 static void push_row(lua_State *L, lcursor *cur, int row) {
   int col, uv;
   luaL_checkstack(L, 6, "cursor row");
@@ -45,6 +59,7 @@ static void push_row(lua_State *L, lcursor *cur, int row) {
   uv = lua_gettop(L);
   lua_createtable(L, cur->dict ? 0 : cur->ncols, cur->dict ? cur->ncols : 0);
   for (col = 0; col < cur->ncols; col++) {
+    still_open(L, cur);
     if (cur->dict) lua_rawgeti(L, uv, -(col + 1));
     push_value(L, cur, uv, row, col);
     if (cur->dict)
@@ -52,6 +67,7 @@ static void push_row(lua_State *L, lcursor *cur, int row) {
     else
       lua_rawseti(L, -2, col + 1);
   }
+  still_open(L, cur);
   lua_remove(L, uv);
 }
 
@@ -68,12 +84,16 @@ static int c_fetchone(lua_State *L) {
   return 1;
 }
 
+/* Up to n rows. pos and nrows are read again before each row: a re-entrant fetch may
+ * have taken rows (they are not returned twice) or closed the cursor (raises). */
 static void fetch_n(lua_State *L, lcursor *cur, lua_Integer n) {
   lua_Integer i;
   if (n > cur->nrows - cur->pos) n = cur->nrows - cur->pos;
   if (n < 0) n = 0;
   lua_createtable(L, (int)n, 0);
   for (i = 1; i <= n; i++) {
+    if (cur->closed) lmk_raise(L, MK_ERR_INTERFACE, "cursor was closed while rows were being fetched");
+    if (cur->pos >= cur->nrows) break;
     push_row(L, cur, cur->pos++);
     lua_rawseti(L, -2, i);
   }
@@ -230,11 +250,11 @@ static int c_tostring(lua_State *L) {
   return 1;
 }
 
-void lmk_cursor_push(lua_State *L, PGresult *res, const char *query, int dict, int decoders) {
+void lmk_cursor_push(lua_State *L, PGresult *res, const char *query, int dict, int owneruv) {
   int ncols = res ? PQnfields(res) : 0, col, uv;
   lcursor *cur;
-  if (decoders) decoders = lua_absindex(L, decoders);
-  cur = lua_newuserdatauv(L, sizeof *cur + (size_t)ncols, 1);
+  if (owneruv) owneruv = lua_absindex(L, owneruv);
+  cur = lua_newuserdatauv(L, sizeof *cur + (size_t)ncols * sizeof(lcol), 1);
   cur->res = NULL;
   luaL_setmetatable(L, LMK_CURSOR);
   cur->res = res; /* owned from here: __gc clears it even if the rest raises */
@@ -250,8 +270,10 @@ void lmk_cursor_push(lua_State *L, PGresult *res, const char *query, int dict, i
   lua_setfield(L, uv, "query");
   for (col = 0; col < ncols; col++) {
     Oid oid = PQftype(res, col);
-    int d = lmk_type_decoding(L, decoders, oid);
-    cur->dec[col] = (unsigned char)d;
+    char delim;
+    int d = lmk_type_decoding(L, owneruv, oid, &delim);
+    cur->col[col].dec = (unsigned char)d;
+    cur->col[col].delim = delim;
     if (d == LMK_D_LUA || d == LMK_D_ARRAY + LMK_D_LUA) lua_rawseti(L, uv, col + 1);
     if (dict) {
       lua_pushstring(L, PQfname(res, col));

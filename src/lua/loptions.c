@@ -77,6 +77,10 @@ mk_loop *lmk_options_shared(lua_State *L, int opts, int uv, const char *who) {
   lua_pop(L, 1);
   lua_newtable(L);
   lua_setfield(L, uv, "decoders");
+  lua_newtable(L); /* array types learnt from the server (ltypes.c) */
+  lua_setfield(L, uv, "types");
+  lua_pushinteger(L, lmk_opt_int(L, opts, "command_timeout", 0, 0, 0x7fffffff, who));
+  lua_setfield(L, uv, "command_timeout");
   if (lua_getfield(L, opts, "loop") != LUA_TNIL) {
     if (!lua_islightuserdata(L, -1)) lmk_raise(L, MK_ERR_INTERFACE, "%s: loop must be a uv_loop_t* light userdata", who);
     loop = lua_touserdata(L, -1);

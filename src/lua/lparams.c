@@ -3,9 +3,11 @@
  * lmk_params_prepare converts one statement's parameters into a "prepared" userdata
  * (the text of each value, its format and type OID) whose user value anchors the Lua
  * strings it points into. Every bad value raises there, before any request memory
- * exists; lmk_params_fill then only copies. Also the tagged values momoko.bytea,
+ * exists; lmk_params_fill then only copies. Array literals are written by the core's
+ * array writer (mk_text), the one the fuzzer checks against the parser. Also mogrify,
+ * conn:escape_literal/escape_identifier, and the tagged values momoko.bytea,
  * momoko.json and momoko.hstore (userdata of metatable momoko.Param). */
-#include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -43,34 +45,23 @@ typedef struct lprep {
 #define OID_BOOL 16
 #define OID_BYTEA 17
 #define OID_INT8 20
+#define OID_INT4 23
 #define OID_JSON 114
 #define OID_FLOAT8 701
 #define OID_BOOL_ARRAY 1000
+#define OID_INT4_ARRAY 1007
 #define OID_INT8_ARRAY 1016
 #define OID_FLOAT8_ARRAY 1022
 
-/* Element kinds seen in an array, to pick its type. */
-enum { EK_NONE = 0, EK_INT = 1, EK_FLOAT = 2, EK_BOOL = 4, EK_OTHER = 8 };
-
+/* An array parameter being written: the core's array writer, into a scratch buffer. */
 typedef struct encoder {
   lua_State *L;
-  mk_buf *buf;
-  int pos;   /* 1-based parameter position, for messages */
-  int kinds; /* EK_* seen */
-  int depth;
+  mk_array_writer w;
+  int pos; /* 1-based parameter position, for messages */
 } encoder;
 
 static int is_null(lua_State *L, int idx) {
   return lua_isnoneornil(L, idx) || (lua_islightuserdata(L, idx) && lua_touserdata(L, idx) == NULL);
-}
-
-static void format_float(char *out, size_t n, lua_Number x) {
-  if (isnan(x))
-    snprintf(out, n, "NaN");
-  else if (isinf(x))
-    snprintf(out, n, x > 0 ? "Infinity" : "-Infinity");
-  else
-    snprintf(out, n, "%.17g", (double)x);
 }
 
 /* The length of the table at idx if it is an array (keys 1..n, no others), else -1. */
@@ -108,71 +99,64 @@ static mk_buf *push_scratch(lua_State *L) {
   return b;
 }
 
-static void add(encoder *e, const char *s, size_t n) {
-  if (mk_buf_add(e->buf, s, n) < 0) oom(e->L);
-}
-
-static void add_quoted(encoder *e, const char *s, size_t n) {
-  if (mk_text_quote(e->buf, s, n) < 0) oom(e->L);
-}
-
 static void bad_param(lua_State *L, int pos, const char *what) {
   lmk_raise(L, MK_ERR_INTERFACE, "parameter $%d: %s", pos, what);
 }
 
-/* Appends the array element at idx. */
+/* Raises for a writer's error code (0 passes). */
+static void written(encoder *e, int rc) {
+  switch (rc) {
+  case 0: return;
+  case MK_TEXT_ENOMEM: oom(e->L); return;
+  case MK_TEXT_EDEPTH: bad_param(e->L, e->pos, "array nested deeper than PostgreSQL allows (6 dimensions)"); return;
+  case MK_TEXT_EMIXED:
+    bad_param(e->L, e->pos, "an array mixing values and sub-arrays at one level (PostgreSQL arrays are rectangular)");
+    return;
+  case MK_TEXT_ENUL: bad_param(e->L, e->pos, "an array element string contains a NUL byte"); return;
+  default: bad_param(e->L, e->pos, "array writer out of order (a bug in momoko)"); return;
+  }
+}
+
+/* Writes the array element at idx. */
 static void encode_element(encoder *e, int idx);
 
 static void encode_array(encoder *e, int idx) {
   lua_State *L = e->L;
   lua_Integer i, n = array_length(L, idx);
   if (n < 0) bad_param(L, e->pos, "a table that is not an array (use momoko.json or momoko.hstore)");
-  if (++e->depth > MK_TEXT_MAXDEPTH)
-    bad_param(L, e->pos, "array nested deeper than PostgreSQL allows (6 dimensions)");
+  written(e, mk_array_writer_open(&e->w));
   luaL_checkstack(L, 4, "array too deep");
-  add(e, "{", 1);
   for (i = 1; i <= n; i++) {
-    if (i > 1) add(e, ",", 1);
     lua_rawgeti(L, idx, i);
     encode_element(e, lua_gettop(L));
     lua_pop(L, 1);
   }
-  add(e, "}", 1);
-  e->depth--;
+  written(e, mk_array_writer_close(&e->w));
 }
 
 static void encode_element(encoder *e, int idx) {
   lua_State *L = e->L;
-  char num[64];
   if (is_null(L, idx)) {
-    add(e, "NULL", 4);
+    written(e, mk_array_writer_null(&e->w));
     return;
   }
   switch (lua_type(L, idx)) {
   case LUA_TBOOLEAN:
-    e->kinds |= EK_BOOL;
-    add(e, lua_toboolean(L, idx) ? "t" : "f", 1);
+    written(e, mk_array_writer_bool(&e->w, lua_toboolean(L, idx)));
     return;
   case LUA_TNUMBER:
-    if (lua_isinteger(L, idx)) {
-      e->kinds |= EK_INT;
-      snprintf(num, sizeof num, LUA_INTEGER_FMT, (LUAI_UACINT)lua_tointeger(L, idx));
-    } else {
-      e->kinds |= EK_FLOAT;
-      format_float(num, sizeof num, lua_tonumber(L, idx));
-    }
-    add(e, num, strlen(num));
+    if (lua_isinteger(L, idx))
+      written(e, mk_array_writer_int(&e->w, (long long)lua_tointeger(L, idx)));
+    else
+      written(e, mk_array_writer_float(&e->w, (double)lua_tonumber(L, idx)));
     return;
   case LUA_TSTRING: {
     size_t n;
     const char *s = lua_tolstring(L, idx, &n);
-    if (memchr(s, '\0', n)) bad_param(L, e->pos, "an array element string contains a NUL byte");
-    e->kinds |= EK_OTHER;
-    add_quoted(e, s, n);
+    written(e, mk_array_writer_string(&e->w, s, n));
     return;
   }
   case LUA_TTABLE:
-    if (e->depth == 0) break; /* unreachable: the top level is encode_array */
     encode_array(e, idx);
     return;
   case LUA_TUSERDATA: {
@@ -182,27 +166,10 @@ static void encode_element(encoder *e, int idx) {
     if (!p) break;
     lua_getiuservalue(L, idx, 1);
     s = lua_tolstring(L, -1, &n);
-    e->kinds |= EK_OTHER;
-    if (p->kind == P_BYTEA) {
-      /* a bytea element in a text array literal: its hex text form */
-      static const char hex[] = "0123456789abcdef";
-      mk_buf tmp;
-      size_t i;
-      mk_buf_init(&tmp);
-      if (mk_buf_reserve(&tmp, 2 * n + 2) < 0) oom(L);
-      mk_buf_add(&tmp, "\\x", 2);
-      for (i = 0; i < n; i++) {
-        mk_buf_addc(&tmp, hex[(unsigned char)s[i] >> 4]);
-        mk_buf_addc(&tmp, hex[(unsigned char)s[i] & 15]);
-      }
-      if (mk_text_quote(e->buf, tmp.data, tmp.len) < 0) {
-        mk_buf_free(&tmp);
-        oom(L);
-      }
-      mk_buf_free(&tmp);
-    } else {
-      add_quoted(e, s, n);
-    }
+    if (p->kind == P_BYTEA)
+      written(e, mk_array_writer_bytea(&e->w, s, n)); /* its hex text form */
+    else
+      written(e, mk_array_writer_string(&e->w, s, n));
     lua_pop(L, 1);
     return;
   }
@@ -216,7 +183,7 @@ static void encode_element(encoder *e, int idx) {
 /* Converts the value at idx (parameter pos) into v, anchoring any string it makes in
  * the table at anchors. */
 static void convert(lua_State *L, int idx, int pos, pvalue *v, int anchors) {
-  char num[64];
+  char num[MK_TEXT_NUMLEN];
   v->format = 0;
   v->type = 0;
   v->p = NULL;
@@ -230,10 +197,13 @@ static void convert(lua_State *L, int idx, int pos, pvalue *v, int anchors) {
     return;
   case LUA_TNUMBER:
     if (lua_isinteger(L, idx)) {
-      snprintf(num, sizeof num, LUA_INTEGER_FMT, (LUAI_UACINT)lua_tointeger(L, idx));
-      v->type = OID_INT8;
+      /* int4 when it fits: the server casts int4 up (to int8, numeric, float) where a
+       * function or operator needs it, never int8 down (f(int), date + n, jsonb -> n) */
+      lua_Integer x = lua_tointeger(L, idx);
+      mk_text_int(num, (long long)x);
+      v->type = x >= INT32_MIN && x <= INT32_MAX ? OID_INT4 : OID_INT8;
     } else {
-      format_float(num, sizeof num, lua_tonumber(L, idx));
+      mk_text_float(num, (double)lua_tonumber(L, idx));
       v->type = OID_FLOAT8;
     }
     lua_pushstring(L, num);
@@ -245,17 +215,14 @@ static void convert(lua_State *L, int idx, int pos, pvalue *v, int anchors) {
     return; /* the caller's params table anchors it */
   case LUA_TTABLE: {
     encoder e;
+    mk_buf *b = push_scratch(L);
     e.L = L;
-    e.buf = push_scratch(L);
     e.pos = pos;
-    e.kinds = EK_NONE;
-    e.depth = 0;
+    mk_array_writer_init(&e.w, b, ',');
     encode_array(&e, idx);
-    lua_pushlstring(L, e.buf->data ? e.buf->data : "", e.buf->len);
+    lua_pushlstring(L, b->data ? b->data : "", b->len);
     lua_remove(L, -2);
-    if (e.kinds == EK_INT) v->type = OID_INT8_ARRAY;
-    else if (e.kinds && !(e.kinds & ~(EK_INT | EK_FLOAT))) v->type = OID_FLOAT8_ARRAY;
-    else if (e.kinds == EK_BOOL) v->type = OID_BOOL_ARRAY;
+    v->type = (Oid)mk_array_writer_type(&e.w);
     break;
   }
   case LUA_TUSERDATA: {
@@ -301,6 +268,39 @@ static size_t named_count(lua_State *L, int sqlidx) {
   count = nm.count;
   mk_sql_named_free(&nm);
   return count;
+}
+
+/* The highest $n of the SQL at sqlidx; an invalid one ($0, $65536) raises. */
+static int highest_placeholder(lua_State *L, int sqlidx) {
+  size_t len, off = 0, n = 0;
+  const char *sql = lua_tolstring(L, sqlidx, &len);
+  int max = mk_sql_max_positional(sql, len, &off, &n);
+  if (max < 0)
+    lmk_raise(L, MK_ERR_INTERFACE, "invalid placeholder %s in the SQL (placeholders are $1 to $65535)",
+              lua_pushlstring(L, sql + off, n));
+  return max;
+}
+
+/* Positional parameters: every $n of the SQL needs a value, and SQL written with
+ * :name placeholders needs a table of names. Checked here so that the mistake is an
+ * InterfaceError at the call, not the server's protocol error. */
+static void check_positional(lua_State *L, int sqlidx, lua_Integer n) {
+  int max = highest_placeholder(L, sqlidx);
+  if (max > n)
+    lmk_raise(L, MK_ERR_INTERFACE, "the SQL uses $%d but %d parameter%s given", max, (int)n,
+              n == 1 ? " was" : "s were");
+  if (max == 0 && named_count(L, sqlidx) > 0)
+    lmk_raise(L, MK_ERR_INTERFACE, "the SQL has :name placeholders but params is an array: pass a table of names");
+}
+
+/* Named parameters: the SQL must not have $n placeholders of its own (they would
+ * collide with the $n the names become). */
+static void check_named(lua_State *L, int sqlidx) {
+  int max = highest_placeholder(L, sqlidx);
+  if (max == 0) return;
+  if (named_count(L, sqlidx) == 0)
+    lmk_raise(L, MK_ERR_INTERFACE, "params is a table of names but the SQL uses $%d: pass an array", max);
+  lmk_raise(L, MK_ERR_INTERFACE, "the SQL mixes $n ($%d) and :name placeholders: use one kind", max);
 }
 
 /* Named parameters: rewrite :name to $n and take values by name. */
@@ -390,6 +390,10 @@ static void prepare(lua_State *L, int sqlidx, int pidx) {
   }
   if (n > MAX_PARAMS)
     lmk_raise(L, MK_ERR_INTERFACE, "too many parameters (%d; PostgreSQL allows %d)", (int)n, MAX_PARAMS);
+  if (named)
+    check_named(L, sqlidx);
+  else if (n > 0)
+    check_positional(L, sqlidx, n);
   lua_createtable(L, (int)n + 1, 0);
   anchors = lua_gettop(L);
   if (named) {
@@ -471,7 +475,7 @@ static int literal(lua_State *L, PGconn *pg, const pvalue *v, luaL_Buffer *b) {
     luaL_addstring(b, v->p[0] == 't' ? "true" : "false");
     return 0;
   }
-  if (v->type == OID_INT8) {
+  if (v->type == OID_INT4 || v->type == OID_INT8) {
     /* A negative number goes in parentheses: after a '-' in the SQL, "1--5" would
      * start a comment. The smallest int8 has no positive counterpart to negate. */
     if (v->p[0] != '-')
@@ -511,6 +515,7 @@ static int literal(lua_State *L, PGconn *pg, const pvalue *v, luaL_Buffer *b) {
   luaL_addvalue(b);
   if (v->format == 1) return 0;
   if (v->type == OID_JSON) luaL_addstring(b, "::json");
+  else if (v->type == OID_INT4_ARRAY) luaL_addstring(b, "::int4[]");
   else if (v->type == OID_INT8_ARRAY) luaL_addstring(b, "::int8[]");
   else if (v->type == OID_FLOAT8_ARRAY) luaL_addstring(b, "::float8[]");
   else if (v->type == OID_BOOL_ARRAY) luaL_addstring(b, "::bool[]");
@@ -565,6 +570,32 @@ int lmk_mogrify(lua_State *L, PGconn *pg, int sqlidx, int pidx) {
   if (m.bad != 0) return lmk_raise(L, MK_ERR_INTERFACE, "mogrify: no value for placeholder $%d", m.bad);
   luaL_addlstring(&b, p->sql + m.at, p->sql_len - m.at);
   luaL_pushresult(&b);
+  return 1;
+}
+
+int lmk_escape(lua_State *L, PGconn *pg, int idx, int identifier, const char *who) {
+  size_t n;
+  const char *s;
+  pqmem *held;
+  if (lua_type(L, idx) != LUA_TSTRING)
+    return lmk_raise(L, MK_ERR_INTERFACE, "%s: a string expected, got %s", who, luaL_typename(L, idx));
+  s = lua_tolstring(L, idx, &n);
+  if (memchr(s, '\0', n)) return lmk_raise(L, MK_ERR_INTERFACE, "%s: the string contains a NUL byte", who);
+  /* libpq's copy is held by a userdata until it is in a Lua string (its __gc frees it
+   * if pushing the string raises) and freed before anything else can raise */
+  held = push_pqmem(L);
+  held->p = identifier ? PQescapeIdentifier(pg, s, n) : PQescapeLiteral(pg, s, n);
+  if (!held->p) {
+    const char *msg = PQerrorMessage(pg);
+    size_t m = strlen(msg);
+    while (m > 0 && msg[m - 1] == '\n') m--;
+    lua_pushlstring(L, msg, m);
+    return lmk_raise(L, MK_ERR_INTERFACE, "%s: %s", who, lua_tostring(L, -1));
+  }
+  lua_pushstring(L, held->p);
+  PQfreemem(held->p);
+  held->p = NULL;
+  lua_remove(L, -2);
   return 1;
 }
 

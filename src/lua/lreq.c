@@ -9,6 +9,7 @@
 #include "lfuture.h"
 #include "loptions.h"
 #include "lparams.h"
+#include "ltypes.h"
 #include "mk_sql.h"
 
 /* What a request resolves to. */
@@ -22,28 +23,234 @@ struct lreq {
   int fref;    /* the future */
   int factory; /* registry ref of a per-request cursor_factory, or LUA_NOREF */
   int kind;
+  PGresult **res; /* the statements' results, taken from r once it completed */
+  int nres;
+  int looked_up;  /* the unknown types of its results were looked up (or tried) */
+  int deferred;   /* its completion waits for that lookup */
+  int in_done;    /* req_done is running Lua for it */
 };
 
-/* Pushes what one statement result becomes: a cursor, or the cursor factory's value. */
+/* Frees q, its request and the results no cursor took. Runs no Lua. */
+static void req_free(lreq *q) {
+  int i;
+  for (i = 0; i < q->nres; i++) PQclear(q->res[i]);
+  free(q->res);
+  mk_req_free(q->r);
+  free(q);
+}
+
+/* Drops what q holds in Lua: its future, its factory, the owner's anchor. */
+static void req_release(lua_State *L, lreq *q) {
+  luaL_unref(L, LUA_REGISTRYINDEX, q->fref);
+  luaL_unref(L, LUA_REGISTRYINDEX, q->factory);
+  lmk_unpend(L, q->o);
+}
+
+/* Takes the results out of the completed request, so that they outlive a lookup. */
+static void take_results(lua_State *L, lreq *q) {
+  int i, n = mk_req_count(q->r);
+  if (q->res || n <= 0) return;
+  q->res = calloc((size_t)n, sizeof *q->res);
+  if (!q->res) luaL_error(L, "not enough memory");
+  q->nres = n;
+  for (i = 0; i < n; i++) q->res[i] = mk_req_take_result(q->r, i);
+}
+
+/* Pushes what result i becomes: a cursor, or the cursor factory's value. */
 static void push_result(lua_State *L, lreq *q, int i, int uv) {
-  PGresult *res = mk_req_take_result(q->r, i);
+  PGresult *res = q->res ? q->res[i] : NULL;
   int factory;
-  lua_getfield(L, uv, "decoders");
+  if (q->res) q->res[i] = NULL; /* the cursor owns it now, even if what follows raises */
   if (q->factory != LUA_NOREF)
     lua_rawgeti(L, LUA_REGISTRYINDEX, q->factory);
   else
     lua_getfield(L, uv, "cursor_factory");
   factory = lua_gettop(L);
   lmk_cursor_push(L, res, mk_req_sql(q->r, i),
-                  lua_type(L, factory) == LUA_TSTRING && strcmp(lua_tostring(L, factory), "dict") == 0,
-                  factory - 1);
+                  lua_type(L, factory) == LUA_TSTRING && strcmp(lua_tostring(L, factory), "dict") == 0, uv);
   if (lua_isfunction(L, factory)) {
     lua_pushvalue(L, factory);
     lua_insert(L, -2);
     lua_call(L, 1, 1);
   }
-  lua_replace(L, factory - 1);
-  lua_settop(L, factory - 1);
+  lua_replace(L, factory);
+}
+
+/* Type lookups (see ltypes.c). A result with a column whose type the owner does not
+ * know yet (not built in, not registered, not learnt) waits, before its future
+ * resolves, for one catalog query run through the owner's own execute: so the
+ * common case of built-in types costs no round trip, and each other type costs one
+ * per Connection or Pool. The request record is then held by a box userdata that the
+ * lookup's done callback finishes; at lua_close an unfinished box only frees. If the
+ * lookup cannot run or fails, the columns come back as text this once. */
+
+typedef struct lookup_box {
+  lreq *q; /* NULL once finished */
+} lookup_box;
+
+static int box_gc(lua_State *L) {
+  lookup_box *b = lua_touserdata(L, 1);
+  if (b->q) req_free(b->q); /* only at lua_close: no Lua work any more */
+  b->q = NULL;
+  return 0;
+}
+
+static int req_finish_lua(lua_State *L);
+
+/* Runs the final part of q's completion under pcall: a raise fails its future. */
+static void finish(lua_State *L, lreq *q) {
+  lua_pushcfunction(L, req_finish_lua);
+  lua_pushlightuserdata(L, q);
+  if (lua_pcall(L, 1, 0, 0) != LUA_OK) {
+    lua_rawgeti(L, LUA_REGISTRYINDEX, q->fref);
+    lua_insert(L, -2);
+    lmk_future_fail(L, -2);
+    lua_pop(L, 1);
+  }
+}
+
+/* learn(f, oids): records the rows of the lookup's cursor (f resolved) in the owner's
+ * types table. */
+static int learn_lua(lua_State *L) {
+  lreq *q = lua_touserdata(L, 3);
+  lua_settop(L, 3);
+  lua_getfield(L, 1, "result");
+  lua_pushvalue(L, 1);
+  lua_call(L, 1, 1); /* the cursor */
+  lua_getfield(L, -1, "fetchall");
+  lua_insert(L, -2);
+  lua_call(L, 1, 1); /* its rows */
+  lmk_push_owner(L, q->o);
+  lua_getiuservalue(L, -1, 1);
+  lmk_type_learn(L, -1, 2, 4);
+  return 0;
+}
+
+/* The lookup's done callback: upvalues the box and the OIDs looked up. */
+static int lookup_done(lua_State *L) {
+  lookup_box *b = lua_touserdata(L, lua_upvalueindex(1));
+  lreq *q = b->q;
+  if (!q) return 0;
+  b->q = NULL;
+  lua_settop(L, 1);
+  lua_getfield(L, 1, "error");
+  lua_pushvalue(L, 1);
+  lua_call(L, 1, 1);
+  if (lua_isnil(L, -1)) { /* learnt; a failure to record it only costs another lookup */
+    lua_pushcfunction(L, learn_lua);
+    lua_pushvalue(L, 1);
+    lua_pushvalue(L, lua_upvalueindex(2));
+    lua_pushlightuserdata(L, q);
+    if (lua_pcall(L, 3, 0, 0) != LUA_OK) lua_pop(L, 1);
+  }
+  lua_settop(L, 0);
+  finish(L, q);
+  q->deferred = 0;
+  if (!q->in_done) { /* else req_done frees it when it returns */
+    req_release(L, q);
+    req_free(q);
+  }
+  return 0;
+}
+
+/* start_lookup(owner, oids): runs owner:execute(lookup, {oids}) and returns its future. */
+static int start_lookup_lua(lua_State *L) {
+  lua_settop(L, 2);
+  lua_getfield(L, 1, "execute");
+  lua_pushvalue(L, 1);
+  lua_pushstring(L, lmk_type_lookup_sql);
+  lua_createtable(L, 1, 0);
+  lua_pushvalue(L, 2);
+  lua_rawseti(L, -2, 1);
+  lua_createtable(L, 0, 1);
+  lua_pushliteral(L, "array");
+  lua_setfield(L, -2, "cursor_factory");
+  lua_call(L, 4, 1);
+  return 1;
+}
+
+/* Looks up the types of q's results the owner (at owner, options table at uv) does
+ * not know. Returns 1 when q now waits for that lookup, 0 when it can finish now. */
+static int maybe_lookup(lua_State *L, lreq *q, int owner, int uv) {
+  int i, col, oids, top = lua_gettop(L), any = 0;
+  lookup_box *b;
+  for (i = 0; i < q->nres && !any; i++) { /* the common case: nothing unknown, no tables */
+    PGresult *res = q->res[i];
+    int n = res ? PQnfields(res) : 0;
+    for (col = 0; col < n && !any; col++) any = lmk_type_unknown(L, uv, PQftype(res, col));
+  }
+  if (!any) return 0;
+  lua_newtable(L); /* oid -> true */
+  lua_newtable(L); /* the OIDs, in order */
+  oids = lua_gettop(L);
+  for (i = 0; i < q->nres; i++) {
+    PGresult *res = q->res[i];
+    int n = res ? PQnfields(res) : 0;
+    for (col = 0; col < n; col++) {
+      Oid oid = PQftype(res, col);
+      if (!lmk_type_unknown(L, uv, oid) || lua_rawgeti(L, oids - 1, (lua_Integer)oid) != LUA_TNIL) {
+        lua_settop(L, oids);
+        continue;
+      }
+      lua_pop(L, 1);
+      lua_pushboolean(L, 1);
+      lua_rawseti(L, oids - 1, (lua_Integer)oid);
+      lua_pushinteger(L, (lua_Integer)oid);
+      lua_rawseti(L, oids, (lua_Integer)lua_rawlen(L, oids) + 1);
+    }
+  }
+  if (lua_rawlen(L, oids) == 0) {
+    lua_settop(L, top);
+    return 0;
+  }
+  lua_pushcfunction(L, start_lookup_lua);
+  lua_pushvalue(L, owner);
+  lua_pushvalue(L, oids);
+  if (lua_pcall(L, 2, 1, 0) != LUA_OK) { /* refused at the call: text this time */
+    lua_settop(L, top);
+    return 0;
+  }
+  /* a future done already (refused by a pool): learn from it if it can, go on */
+  lua_getfield(L, -1, "done");
+  lua_pushvalue(L, -2);
+  lua_call(L, 1, 1);
+  if (lua_toboolean(L, -1)) {
+    lua_pop(L, 1);
+    lua_getfield(L, -1, "error");
+    lua_pushvalue(L, -2);
+    lua_call(L, 1, 1);
+    if (lua_isnil(L, -1)) {
+      lua_pushcfunction(L, learn_lua);
+      lua_pushvalue(L, -3);
+      lua_pushvalue(L, oids);
+      lua_pushlightuserdata(L, q);
+      if (lua_pcall(L, 3, 0, 0) != LUA_OK) lua_pop(L, 1);
+    }
+    lua_settop(L, top);
+    return 0;
+  }
+  lua_pop(L, 1);
+  lua_getfield(L, -1, "add_done_callback");
+  lua_insert(L, -2);
+  b = lua_newuserdatauv(L, sizeof *b, 0);
+  b->q = NULL;
+  if (luaL_newmetatable(L, "momoko.lookup")) {
+    lua_pushcfunction(L, box_gc);
+    lua_setfield(L, -2, "__gc");
+  }
+  lua_setmetatable(L, -2);
+  lua_pushvalue(L, oids);
+  lua_pushcclosure(L, lookup_done, 2);
+  b->q = q; /* the box owns q from here... */
+  /* f:add_done_callback(lookup_done): f is pending, so it is not called at once */
+  if (lua_pcall(L, 2, 0, 0) != LUA_OK) {
+    b->q = NULL; /* ...unless that failed: finish now, with the text form */
+    lua_settop(L, top);
+    return 0;
+  }
+  q->deferred = 1;
+  lua_settop(L, top);
+  return 1;
 }
 
 static int req_finish_lua(lua_State *L) {
@@ -64,6 +271,11 @@ static int req_finish_lua(lua_State *L) {
   }
   lua_getiuservalue(L, 2, 1);
   uv = lua_gettop(L);
+  take_results(L, q);
+  if (!q->looked_up) {
+    q->looked_up = 1;
+    if (maybe_lookup(L, q, 2, uv)) return 0;
+  }
   if (q->kind == R_CURSOR) {
     push_result(L, q, 0, uv);
   } else {
@@ -81,33 +293,27 @@ static int req_finish_lua(lua_State *L) {
 /* Resolves or fails the future; a result factory (or anything else) that raises fails
  * the future with its error, which thus reaches whoever awaits it. */
 static int req_done_lua(lua_State *L) {
-  lreq *q = lua_touserdata(L, 1);
-  lua_settop(L, 1);
-  lua_pushcfunction(L, req_finish_lua);
-  lua_pushlightuserdata(L, q);
-  if (lua_pcall(L, 1, 0, 0) != LUA_OK) {
-    lua_rawgeti(L, LUA_REGISTRYINDEX, q->fref);
-    lua_insert(L, -2);
-    lmk_future_fail(L, -2);
-  }
+  finish(L, lua_touserdata(L, 1));
   return 0;
 }
 
 /* The core hands r back. No Lua may reach the core's request once it completed: the
- * cancel hook goes before anything runs (a cursor_factory may call f:cancel()). */
+ * cancel hook goes before anything runs (a cursor_factory may call f:cancel()). A
+ * request whose results wait for a type lookup is finished and freed by it. */
 static void req_done(mk_req *r, void *ud) {
   lreq *q = ud;
   lowner *o = q->o;
   lua_State *L = o->st->L;
+  (void)r;
   lmk_future_set_cancel(q->f, NULL, NULL);
   if (!lmk_silent(o)) {
+    q->in_done = 1;
     lmk_enter(o->st, req_done_lua, q, NULL);
-    luaL_unref(L, LUA_REGISTRYINDEX, q->fref);
-    luaL_unref(L, LUA_REGISTRYINDEX, q->factory);
-    lmk_unpend(L, o);
+    q->in_done = 0;
+    if (q->deferred) return;
+    req_release(L, q);
   }
-  free(q);
-  mk_req_free(r);
+  req_free(q);
 }
 
 static int cancel_req(lua_State *L, void *ud) {
@@ -122,7 +328,7 @@ static int cancel_req(lua_State *L, void *ud) {
  * a malloc fails everything is freed before raising. */
 static lreq *build(lua_State *L, lowner *o, lmk_req_cancel_fn cancel, int first, int nstmts, unsigned flags,
                    int kind, int optidx) {
-  lua_Integer timeout = 0;
+  lua_Integer timeout = -1;
   int i, factory = LUA_NOREF, fref, rc = -1;
   lfuture *f;
   lreq *q;
@@ -138,6 +344,12 @@ static lreq *build(lua_State *L, lowner *o, lmk_req_cancel_fn cancel, int first,
     if (!lua_isnil(L, -1)) lmk_check_factory(L, -1, "opts");
   } else {
     lua_pushnil(L);
+  }
+  if (timeout < 0) { /* none of its own: the owner's command_timeout (0: none) */
+    lua_getiuservalue(L, 1, 1);
+    lua_getfield(L, -1, "command_timeout");
+    timeout = lua_isinteger(L, -1) ? lua_tointeger(L, -1) : 0;
+    lua_pop(L, 2);
   }
   factory = lua_isnil(L, -1) ? (lua_pop(L, 1), LUA_NOREF) : luaL_ref(L, LUA_REGISTRYINDEX);
   f = lmk_future_new(L);
@@ -156,6 +368,11 @@ static lreq *build(lua_State *L, lowner *o, lmk_req_cancel_fn cancel, int first,
   q->factory = factory;
   q->f = f;
   q->fref = fref;
+  q->res = NULL;
+  q->nres = 0;
+  q->looked_up = 0;
+  q->deferred = 0;
+  q->in_done = 0;
   lmk_future_set_cancel(f, cancel_req, q);
   return q;
 nomem:

@@ -1,6 +1,7 @@
 /* ltypes: PostgreSQL values (text format) to Lua values: the built-in decoders by type
- * OID, arrays, decoders registered from Lua (momoko.register_type, per connection or
- * global), and hstore's text form. Internal. */
+ * OID, arrays of every type (the built-in array types in a table, others learnt from
+ * the server's catalog per owner), decoders registered from Lua (momoko.register_type,
+ * per connection or global), and hstore's text form. Internal. */
 #ifndef LTYPES_H
 #define LTYPES_H
 
@@ -19,14 +20,30 @@ enum {
   LMK_D_ARRAY = 16 /* LMK_D_ARRAY + element decoding */
 };
 
-/* The decoding of type oid: a registered one from the table at decoders (0: none) or
- * the global registry, else the built-in one. For LMK_D_LUA and LMK_D_ARRAY +
- * LMK_D_LUA the decoder function is pushed; nothing is pushed otherwise. */
-int lmk_type_decoding(lua_State *L, int decoders, Oid oid);
-/* Pushes the Lua value of the non-NULL text s of len bytes decoded as dec; fnidx is
- * the stack index of the decoder function (LMK_D_LUA kinds) or 0. May raise (a
- * decoder's error, a malformed bytea). */
-void lmk_type_push(lua_State *L, int dec, int fnidx, const char *s, size_t len);
+/* The decoding of type oid for the owner (Connection or Pool) whose options table is
+ * at uv (0: none): a decoder registered for the owner (uv.decoders) or globally; else,
+ * for an array type (built in, or learnt from the server into uv.types), its elements
+ * decoded as their own type is (its registered decoder, else the built-in one); else
+ * the built-in one. For LMK_D_LUA and LMK_D_ARRAY + LMK_D_LUA the decoder function is
+ * pushed; nothing is pushed otherwise. *delim is set to the element delimiter of an
+ * array type (',' when unknown). Runs no Lua code. */
+int lmk_type_decoding(lua_State *L, int uv, Oid oid, char *delim);
+/* 1 if the owner at uv (with a types table) does not know yet whether oid is an array
+ * type: neither built in, nor registered, nor learnt. Runs no Lua code. */
+int lmk_type_unknown(lua_State *L, int uv, Oid oid);
+/* The catalog query that tells the array types among the OIDs of its $1 (an int8[]):
+ * rows (oid, element oid, element delimiter). */
+extern const char lmk_type_lookup_sql[];
+/* Records in uv.types what a lookup found: every OID of the array at oidsidx is not
+ * an array type unless one of the rows of the lookup (an array of {oid, elem, delim}
+ * at rowsidx, 0 for none) describes it. Runs no Lua code. */
+void lmk_type_learn(lua_State *L, int uv, int oidsidx, int rowsidx);
+/* Pushes the Lua value of the non-NULL text s of len bytes decoded as dec (delim: the
+ * element delimiter of arrays); fnidx is the stack index of the decoder function
+ * (LMK_D_LUA kinds) or 0. s is copied before any Lua code can run (decoders, or
+ * finalizers run by a GC step), so it may point into a PGresult that such code frees.
+ * May raise (a decoder's error, a malformed bytea). */
+void lmk_type_push(lua_State *L, int dec, char delim, int fnidx, const char *s, size_t len);
 /* Pushes momoko.null. */
 void lmk_push_null(lua_State *L);
 /* Adds register_type and hstore_decode to the module table on top. */

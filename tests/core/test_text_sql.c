@@ -1,8 +1,10 @@
 /* test_text_sql.c: standalone TAP tests for the connection-free helpers in mk_buf,
- * mk_text and mk_sql, plus a deterministic random-input pass over every parser.
+ * mk_text (parsers and the array writer) and mk_sql, plus a deterministic
+ * random-input pass over every parser.
  * Every input is copied into a buffer of exactly its length (no NUL after it), so a
  * read past the end is caught by AddressSanitizer or valgrind. Prints one TAP line per
  * check, then the plan, and exits 1 if any check failed. */
+#include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -423,6 +425,234 @@ static void test_quote(void) {
   mk_buf_free(&b);
 }
 
+/* ---- the array writer: each script is a string of steps, one letter each:
+ * '{' open, '}' close, 'N' null, 't'/'f' booleans, 'i' the next integer of ints, 'd' the
+ * next double of dbls, 's' the next string of strs, 'b' the next bytea of strs. Stops at
+ * the first error, whose code is returned. ---- */
+
+typedef struct wscript {
+  const char *steps;
+  const long long *ints;
+  const double *dbls;
+  const char *const *strs;
+} wscript;
+
+static int run_writer(const wscript *sc, char delim, mk_buf *out, unsigned *type) {
+  mk_array_writer w;
+  size_t i;
+  int ni = 0, nd = 0, ns = 0, rc = 0;
+
+  mk_array_writer_init(&w, out, delim);
+  for (i = 0; sc->steps[i] && rc == 0; i++) {
+    switch (sc->steps[i]) {
+    case '{': rc = mk_array_writer_open(&w); break;
+    case '}': rc = mk_array_writer_close(&w); break;
+    case 'N': rc = mk_array_writer_null(&w); break;
+    case 't': rc = mk_array_writer_bool(&w, 1); break;
+    case 'f': rc = mk_array_writer_bool(&w, 0); break;
+    case 'i': rc = mk_array_writer_int(&w, sc->ints[ni++]); break;
+    case 'd': rc = mk_array_writer_float(&w, sc->dbls[nd++]); break;
+    case 's': rc = mk_array_writer_string(&w, sc->strs[ns], strlen(sc->strs[ns])); ns++; break;
+    case 'b': rc = mk_array_writer_bytea(&w, sc->strs[ns], strlen(sc->strs[ns])); ns++; break;
+    default: rc = 99;
+    }
+  }
+  if (type)
+    *type = mk_array_writer_type(&w);
+  return rc;
+}
+
+/* want_text NULL: only the code (and type) are checked. want_type ~0u: not checked. */
+static void check_writer(const wscript *sc, int want_rc, const char *want_text,
+                         unsigned want_type, const char *desc) {
+  mk_buf b;
+  unsigned type = 0;
+  int rc, ok;
+
+  mk_buf_init(&b);
+  rc = run_writer(sc, ',', &b, &type);
+  ok = rc == want_rc && (want_text == NULL || log_is(&b, want_text)) &&
+       (want_type == ~0u || type == want_type);
+  if (rc != want_rc)
+    printf("# rc %d, want %d\n", rc, want_rc);
+  if (want_type != ~0u && type != want_type)
+    printf("# type %u, want %u\n", type, want_type);
+  check(ok, desc);
+  mk_buf_free(&b);
+}
+
+/* The writer's output, parsed back, gives this log (see check_array). */
+static void check_writer_parses(const wscript *sc, char delim, const char *want_log,
+                                const char *desc) {
+  mk_buf b;
+  arr_log l = {{NULL, 0, 0}, 0, 0, 0, 0};
+  int rc;
+
+  mk_buf_init(&b);
+  rc = run_writer(sc, delim, &b, NULL);
+  if (rc == 0) {
+    char *text = exact_copy(b.data, b.len), *scratch = alloc_exact(b.len);
+    mk_array_sink sink = {rec_open, rec_close, rec_elem, &l};
+    rc = mk_array_parse(text, b.len, delim, scratch, &sink);
+    free(text);
+    free(scratch);
+  }
+  check(rc == 0 && log_is(&l.b, want_log), desc);
+  mk_buf_free(&b);
+  mk_buf_free(&l.b);
+}
+
+static void test_writer(void) {
+  static const long long ints[] = {1, -2, 2147483647, -2147483648LL, 2147483648LL,
+                                   -9223372036854775807LL - 1, 9223372036854775807LL};
+  static const long long big[] = {1, 2147483648LL};
+  static const long long small[] = {-2147483648LL, 2147483647};
+  static const long long below[] = {-2147483649LL};
+  static const double dbls[] = {1.5, -0.0, 0.1, 1e300, 5e-324};
+  static const char *const strs[] = {"a", "say \"hi\"", "back\\slash", "", "NULL", " x ", "a,b;c",
+                                     "{}"};
+  static const char *const raw[] = {"\x01\xff", "", "AB"};
+  char nan_inf[3][MK_TEXT_NUMLEN];
+  double special[3];
+  mk_buf b;
+  mk_array_writer w;
+  wscript sc;
+
+  memset(&sc, 0, sizeof sc);
+  sc.ints = ints;
+  sc.dbls = dbls;
+  sc.strs = strs;
+
+  sc.steps = "{}";
+  check_writer(&sc, 0, "{}", 0, "writer: an empty array is untyped");
+  sc.steps = "{iii}";
+  check_writer(&sc, 0, "{1,-2,2147483647}", 1007, "writer: integers within 32 bits are int4[]");
+  sc.steps = "{iiiiiii}";
+  check_writer(&sc, 0, "{1,-2,2147483647,-2147483648,2147483648,-9223372036854775808,9223372036854775807}",
+               1016, "writer: one integer beyond 32 bits makes int8[]");
+  sc.ints = big;
+  sc.steps = "{{i}{i}}";
+  check_writer(&sc, 0, "{{1},{2147483648}}", 1016, "writer: int8[] in a sub-array");
+  sc.ints = small;
+  sc.steps = "{Nii}";
+  check_writer(&sc, 0, "{NULL,-2147483648,2147483647}", 1007, "writer: int4 bounds, NULL");
+  sc.ints = below;
+  sc.steps = "{i}";
+  check_writer(&sc, 0, "{-2147483649}", 1016, "writer: just below int4");
+  sc.ints = ints;
+  sc.steps = "{ddddd}";
+  check_writer(&sc, 0, "{1.5,-0,0.10000000000000001,1.0000000000000001e+300,4.9406564584124654e-324}", 1022,
+               "writer: floats with 17 significant digits");
+  sc.steps = "{id}";
+  check_writer(&sc, 0, "{1,1.5}", 1022, "writer: integers and floats are float8[]");
+  sc.steps = "{tfN}";
+  check_writer(&sc, 0, "{t,f,NULL}", 1000, "writer: booleans are bool[]");
+  sc.steps = "{ti}";
+  check_writer(&sc, 0, "{t,1}", 0, "writer: booleans with numbers are untyped");
+  sc.steps = "{NN}";
+  check_writer(&sc, 0, "{NULL,NULL}", 0, "writer: NULLs only are untyped");
+  sc.steps = "{ssssssss}";
+  check_writer(&sc, 0, "{\"a\",\"say \\\"hi\\\"\",\"back\\\\slash\",\"\",\"NULL\",\" x \",\"a,b;c\",\"{}\"}",
+               0, "writer: strings are quoted, quotes and backslashes escaped");
+  sc.steps = "{si}";
+  check_writer(&sc, 0, "{\"a\",1}", 0, "writer: strings with numbers are untyped");
+  sc.strs = raw;
+  sc.steps = "{bbb}";
+  check_writer(&sc, 0, "{\"\\\\x01ff\",\"\\\\x\",\"\\\\x4142\"}", 0, "writer: bytea elements in hex form");
+  sc.strs = strs;
+  sc.steps = "{{{{{{i}}}}}}";
+  check_writer(&sc, 0, "{{{{{{1}}}}}}", 1007, "writer: MK_TEXT_MAXDEPTH levels");
+  sc.steps = "{{{{{{{";
+  check_writer(&sc, MK_TEXT_EDEPTH, "{{{{{{", ~0u, "writer: one level more is EDEPTH");
+  sc.steps = "{i{";
+  check_writer(&sc, MK_TEXT_EMIXED, NULL, ~0u, "writer: a sub-array after a value is EMIXED");
+  sc.steps = "{{}i";
+  check_writer(&sc, MK_TEXT_EMIXED, NULL, ~0u, "writer: a value after a sub-array is EMIXED");
+  sc.steps = "{{i}{N}{}}";
+  check_writer(&sc, 0, "{{1},{NULL},{}}", 1007, "writer: sub-arrays, the delimiter between them");
+  sc.steps = "i";
+  check_writer(&sc, MK_TEXT_ESTATE, "", ~0u, "writer: an element outside any array is ESTATE");
+  sc.steps = "}";
+  check_writer(&sc, MK_TEXT_ESTATE, "", ~0u, "writer: a close with none open is ESTATE");
+  sc.steps = "{}{";
+  check_writer(&sc, MK_TEXT_ESTATE, "{}", ~0u, "writer: nothing after the outermost close");
+  sc.steps = "{}N";
+  check_writer(&sc, MK_TEXT_ESTATE, "{}", ~0u, "writer: no element after the outermost close");
+
+  mk_buf_init(&b);
+  mk_array_writer_init(&w, &b, ',');
+  check(mk_array_writer_open(&w) == 0 && mk_array_writer_string(&w, "a\0b", 3) == MK_TEXT_ENUL &&
+          mk_array_writer_close(&w) == 0 && log_is(&b, "{}"),
+        "writer: a string with a NUL byte is ENUL and writes nothing");
+  mk_buf_free(&b);
+
+  /* NaN and the infinities, as float8in reads them */
+  special[0] = NAN;
+  special[1] = INFINITY;
+  special[2] = -INFINITY;
+  mk_text_float(nan_inf[0], special[0]);
+  mk_text_float(nan_inf[1], special[1]);
+  mk_text_float(nan_inf[2], special[2]);
+  check(strcmp(nan_inf[0], "NaN") == 0 && strcmp(nan_inf[1], "Infinity") == 0 &&
+          strcmp(nan_inf[2], "-Infinity") == 0,
+        "text_float: NaN, Infinity, -Infinity");
+  sc.dbls = special;
+  sc.steps = "{ddd}";
+  check_writer(&sc, 0, "{NaN,Infinity,-Infinity}", 1022, "writer: NaN and infinities bare");
+  sc.dbls = dbls;
+  {
+    char num[MK_TEXT_NUMLEN];
+    int n = mk_text_int(num, -9223372036854775807LL - 1);
+    check(n == 20 && strcmp(num, "-9223372036854775808") == 0, "text_int: the smallest int8");
+  }
+
+  /* What the writer writes, the parser reads back. */
+  sc.steps = "{{ss}{Ni}}";
+  check_writer_parses(&sc, ',', "{{<a><say \"hi\">}{N<1>}}", "writer: parses back, nested");
+  sc.steps = "{ssssssss}";
+  check_writer_parses(&sc, ';', "{<a><say \"hi\"><back\\slash><><NULL>< x ><a,b;c><{}>}",
+                      "writer: parses back with ';' as the delimiter");
+  sc.strs = raw;
+  sc.steps = "{b}";
+  check_writer_parses(&sc, ',', "{<\\x01ff>}", "writer: a bytea element parses back to its hex text");
+}
+
+static void test_max_positional(void) {
+  static const struct {
+    const char *sql;
+    int want;
+    const char *bad;
+  } cases[] = {
+    {"SELECT 1", 0, NULL},
+    {"SELECT $1", 1, NULL},
+    {"SELECT $2, $1, $10", 10, NULL},
+    {"SELECT '$3', $$ $4 $$, \"$5\" -- $6\n, $1 /* $7 */", 1, NULL},
+    {"SELECT a$9, $1", 1, NULL},
+    {"SELECT $1, $0, $2", -1, "$0"},
+    {"SELECT $65535", 65535, NULL},
+    {"SELECT $2, $65536", -1, "$65536"},
+  };
+  size_t i;
+
+  for (i = 0; i < sizeof cases / sizeof *cases; i++) {
+    size_t n = strlen(cases[i].sql), off = 0, len = 0;
+    char *text = exact_copy(cases[i].sql, n);
+    char desc[128];
+    int got = mk_sql_max_positional(text, n, &off, &len);
+    int ok = got == cases[i].want;
+    if (ok && cases[i].bad)
+      ok = len == strlen(cases[i].bad) && memcmp(text + off, cases[i].bad, len) == 0;
+    snprintf(desc, sizeof desc, "max positional: %d in \"%.40s\"", cases[i].want, cases[i].sql);
+    for (off = 0; desc[off]; off++) /* one TAP line */
+      if (desc[off] == '\n')
+        desc[off] = ' ';
+    if (!ok)
+      printf("# got %d\n", got);
+    check(ok, desc);
+    free(text);
+  }
+}
+
 static void test_sql(void) {
   mk_sql_named r;
   static const char in[] = "x :ab y :c";
@@ -780,8 +1010,10 @@ int main(void) {
   test_hstore();
   test_bytea();
   test_quote();
+  test_writer();
   test_sql();
   test_positional();
+  test_max_positional();
   test_routine();
   fuzz();
   printf("1..%d\n", ntests);
