@@ -355,14 +355,15 @@ static int pool_getconn(lua_State *L) {
   lmk_future_new(L);
   lua_pushvalue(L, -1);
   fref = luaL_ref(L, LUA_REGISTRYINDEX);
+  lmk_pend(L, &lp->o, 1); /* may raise (its registry ref): before the malloc */
   g = malloc(sizeof *g);
   if (!g) {
     luaL_unref(L, LUA_REGISTRYINDEX, fref);
+    lmk_unpend(L, &lp->o);
     return lmk_raise(L, MK_ERR_INTERFACE, "getconn: out of memory");
   }
   g->lp = lp;
   g->fref = fref;
-  lmk_pend(L, &lp->o, 1);
   kind = mk_pool_getconn(lp->p, ping, on_got, g, &why);
   if (kind) {
     luaL_unref(L, LUA_REGISTRYINDEX, g->fref);
