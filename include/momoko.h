@@ -7,8 +7,14 @@
 #include <lua.h>
 #include <uv.h>
 
+#if defined(__GNUC__) || defined(__clang__)
+#define MOMOKO_API __attribute__((visibility("default")))
+#else
+#define MOMOKO_API
+#endif
+
 /* Returns 0, or -1 (with nothing changed) if momoko already uses another loop because
  * handles exist on it. The loop must outlive every momoko object in L. */
-int momoko_set_loop(lua_State *L, uv_loop_t *loop);
+MOMOKO_API int momoko_set_loop(lua_State *L, uv_loop_t *loop);
 
 #endif

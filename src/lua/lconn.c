@@ -348,10 +348,6 @@ static int conn_index(lua_State *L) {
     lua_pushboolean(L, !lc->c || mk_conn_state_of(lc->c) == MK_CONN_CLOSED);
     return 1;
   }
-  if (k && strcmp(k, "_lent") == 0) { /* still lent by its pool (manage) */
-    lua_pushboolean(L, lc->pc != NULL);
-    return 1;
-  }
   if (k && strcmp(k, "server_version") == 0) {
     PGconn *pg = lc->c ? mk_conn_pg(lc->c) : NULL;
     if (!pg || mk_conn_state_of(lc->c) != MK_CONN_READY) return 0;
@@ -365,7 +361,7 @@ void lmk_open_conn(lua_State *L) {
   static const luaL_Reg methods[] = {
     {"connect", conn_connect},   {"mogrify", conn_mogrify},         {"close", conn_close},
     {"execute", conn_execute},   {"callproc", conn_callproc},       {"transaction", conn_transaction},
-    {"ping", conn_ping},         {"_set_decoder", lmk_req_set_decoder}, {NULL, NULL}};
+    {"ping", conn_ping},         {NULL, NULL}};
   static const luaL_Reg meta[] = {
     {"__index", conn_index}, {"__gc", conn_gc}, {"__close", conn_tbc_close},
     {"__tostring", conn_tostring}, {NULL, NULL}};

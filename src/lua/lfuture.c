@@ -204,7 +204,8 @@ static int f_cancel(lua_State *L) {
   return 1;
 }
 
-/* f:_resolve(...) and f:_fail(err): for momoko's Lua layer (momoko.all, factories). */
+/* private resolve(f, ...) and fail(f, err): for momoko's Lua layer (momoko.all,
+ * factories), which keeps them out of reach of user code. */
 static int f_resolve(lua_State *L) {
   check_future(L, 1);
   lmk_future_resolve(L, 1, lua_gettop(L) - 1);
@@ -400,10 +401,9 @@ static int l_spawn(lua_State *L) {
 
 void lmk_open_future(lua_State *L) {
   static const luaL_Reg methods[] = {
-    {"await", f_await},   {"done", f_done},       {"result", f_result},
-    {"error", f_error},   {"add_done_callback", f_add_done_callback},
-    {"cancel", f_cancel}, {"_resolve", f_resolve}, {"_fail", f_fail},
-    {NULL, NULL}};
+    {"await", f_await}, {"done", f_done},     {"result", f_result}, {"error", f_error},
+    {"add_done_callback", f_add_done_callback}, {"cancel", f_cancel}, {NULL, NULL}};
+  static const luaL_Reg private_fns[] = {{"resolve", f_resolve}, {"fail", f_fail}, {NULL, NULL}};
   luaL_newmetatable(L, LMK_FUTURE);
   luaL_newlib(L, methods);
   lua_setfield(L, -2, "__index");
@@ -414,6 +414,7 @@ void lmk_open_future(lua_State *L) {
   lua_setfield(L, -2, "future");
   lua_pushcfunction(L, l_spawn);
   lua_setfield(L, -2, "spawn");
+  lmk_add_private(L, private_fns);
   if (lua_rawgetp(L, LUA_REGISTRYINDEX, &spawns_key) == LUA_TNIL) {
     orphans *o;
     lua_newtable(L);

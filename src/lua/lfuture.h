@@ -29,7 +29,7 @@ int lmk_future_unretrieved(lua_State *L, int idx);
  * future, or on_error). */
 void lmk_resume(lua_State *L, lua_State *co, int nargs);
 /* Registers the Future metatable and adds Future, future and spawn to the module
- * table on top. */
+ * table on top, and resolve and fail to its private table. */
 void lmk_open_future(lua_State *L);
 
 #endif

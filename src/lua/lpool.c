@@ -388,7 +388,8 @@ static int pool_putconn(lua_State *L) {
   return 0;
 }
 
-/* pool:_owns(conn): true while conn is lent by this pool (manage checks it at the call). */
+/* private pool_owns(pool, conn): true while conn is lent by this pool (manage checks
+ * it at the call). */
 static int pool_owns(lua_State *L) {
   lpool *lp = check_pool(L, 1);
   lowner *owner = NULL;
@@ -397,8 +398,9 @@ static int pool_owns(lua_State *L) {
   return 1;
 }
 
-/* pool:_check_params(sql, params): raises InterfaceError for what execute would refuse
- * at the call (pool:mogrify checks its arguments before it waits for a connection). */
+/* private pool_check_params(pool, sql, params): raises InterfaceError for what execute
+ * would refuse at the call (pool:mogrify checks its arguments before it waits for a
+ * connection). */
 static int pool_check_params(lua_State *L) {
   check_pool(L, 1);
   lua_settop(L, 3);
@@ -476,14 +478,16 @@ static int pool_index(lua_State *L) {
 void lmk_open_pool(lua_State *L) {
   static const luaL_Reg methods[] = {
     {"connect", pool_connect},   {"getconn", pool_getconn},     {"putconn", pool_putconn},
-    {"close", pool_close},       {"stats", pool_stats},         {"_owns", pool_owns},
-    {"_check_params", pool_check_params},
+    {"close", pool_close},       {"stats", pool_stats},
     {"execute", pool_execute},   {"callproc", pool_callproc},   {"transaction", pool_transaction},
-    {"ping", pool_ping},         {"_set_decoder", lmk_req_set_decoder}, {NULL, NULL}};
+    {"ping", pool_ping},         {NULL, NULL}};
+  static const luaL_Reg private_fns[] = {
+    {"pool_owns", pool_owns}, {"pool_check_params", pool_check_params}, {NULL, NULL}};
   static const luaL_Reg meta[] = {
     {"__index", pool_index}, {"__gc", pool_gc}, {"__close", pool_close},
     {"__tostring", pool_tostring}, {NULL, NULL}};
   lmk_open_owner_class(L, LMK_POOL, meta, methods, "Pool_methods");
+  lmk_add_private(L, private_fns);
   lua_pushcfunction(L, l_pool);
   lua_setfield(L, -2, "Pool");
 }

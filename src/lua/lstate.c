@@ -198,6 +198,12 @@ static int l_set_loop(lua_State *L) {
   return 0;
 }
 
+void lmk_add_private(lua_State *L, const luaL_Reg *fns) {
+  lua_getfield(L, -1, "_private");
+  luaL_setfuncs(L, fns, 0);
+  lua_pop(L, 1);
+}
+
 void lmk_open_state(lua_State *L) {
   static const luaL_Reg fns[] = {{"run", l_run}, {"loop", l_loop}, {"set_loop", l_set_loop}, {NULL, NULL}};
   luaL_setfuncs(L, fns, 0);

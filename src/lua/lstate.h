@@ -64,6 +64,9 @@ int lmk_enter(lmk_state *st, lua_CFunction fn, void *a, void *b);
 void lmk_closer_add(lmk_state *st, lmk_closer *c);
 void lmk_closer_remove(lmk_closer *c);
 
+/* Adds fns to the private table of the module table on top (module._private, made by
+ * luaopen; init.lua takes it out of the module, so user code cannot reach it). */
+void lmk_add_private(lua_State *L, const luaL_Reg *fns);
 /* Adds run, loop and set_loop to the module table on top. */
 void lmk_open_state(lua_State *L);
 
