@@ -136,8 +136,8 @@ static int await_k(lua_State *L, int status, lua_KContext ctx) {
 static int future_done(void *ud) { return ((lfuture *)ud)->state != PENDING; }
 
 /* Main thread: run the loop until f is done. */
-static void run_until_done(lua_State *L, lfuture *f) {
-  if (lmk_run_loop(L, lmk_state_of(L), future_done, f,
+static void run_until_done(lua_State *L, lmk_state *st, lfuture *f) {
+  if (lmk_run_loop(L, st, future_done, f, "await on the main thread",
                    "cannot await on the main thread while the loop is running (inside a callback or "
                    "uv.run()): await from a coroutine instead, e.g. in momoko.spawn") < 0)
     lmk_raise(L, MK_ERR_INTERFACE, "future can never complete: the loop has nothing left to run");
@@ -148,12 +148,14 @@ static int f_await(lua_State *L) {
   lua_settop(L, 1);
   f->retrieved = 1;
   if (f->state == PENDING) {
+    lmk_state *st = lmk_state_of(L);
+    lmk_check_loop(L, st);
     if (lua_isyieldable(L)) {
       lua_pushthread(L);
       add_waiter(L, 1);
       return lua_yieldk(L, 0, 0, await_k);
     }
-    run_until_done(L, f);
+    run_until_done(L, st, f);
   }
   return outcome(L, f);
 }
@@ -327,7 +329,7 @@ static void watch_orphan(lua_State *L, int fidx) {
   lua_pop(L, 2);
   if (o->st->closing) return;
   if (!o->timer) {
-    o->timer = mk_timer_new(lmk_loop(L, o->st), orphan_check, o);
+    o->timer = mk_timer_new(lmk_loop_in_use(L, o->st), orphan_check, o);
     if (!o->timer) return;
     o->st->nhandles++;
     lmk_closer_add(o->st, &o->closer);
