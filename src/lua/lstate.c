@@ -190,6 +190,8 @@ int lmk_loop_running(lua_State *L, lmk_state *st) {
   return running;
 }
 
+int lmk_in_momoko(const lmk_state *st) { return st->callbacks > 0 || st->resuming > 0; }
+
 int lmk_run_loop(lua_State *L, lmk_state *st, int (*done)(void *ud), void *ud, const char *who,
                  const char *refusal) {
   mk_loop *loop;

@@ -39,6 +39,7 @@ typedef struct lmk_state {
   int host_runs;         /* loop was given by a C host (momoko_set_loop), which runs it */
   int running;           /* depth of loop runs made by momoko */
   int callbacks;         /* depth of core callbacks running Lua (lmk_enter) */
+  int resuming;          /* depth of coroutine resumptions by momoko (lmk_resume) */
   int closing;           /* shutting down: no Lua from callbacks any more */
   int nhandles;          /* live libuv users: set_loop needs 0 */
   lmk_closer *closers;   /* closed at shutdown, newest first */
@@ -61,6 +62,10 @@ void lmk_check_loop(lua_State *L, lmk_state *st);
  * that a C host gave with momoko_set_loop (the host declared it runs it, and libuv
  * cannot tell). May call luv's loop_mode, which runs no user Lua. */
 int lmk_loop_running(lua_State *L, lmk_state *st);
+/* 1 while momoko is below the running Lua: a core callback (lmk_enter) or a coroutine
+ * resumption by momoko (lmk_resume). An error raised then reaches momoko's protected
+ * call (or the user's own pcall) first, never a loop callback of someone else. */
+int lmk_in_momoko(const lmk_state *st);
 /* The one uv_run guard. Raises InterfaceError when the loop cannot be run here: a C
  * host runs it (a message naming who), it runs already or a core callback is running
  * Lua (refusal), or as lmk_check_loop. Then runs the loop: to the end when done is
