@@ -4,6 +4,15 @@
 -- register_json/register_hstore, and connection factories.
 local core = require "momoko.core"
 
+-- What only this file may use (future resolution, method tables, decoders, factory
+-- runner): taken out of the module, so no user code reaches it.
+local private = core._private
+if private == nil then
+  error("momoko: momoko.core was opened twice or its private table was taken: require \"momoko\"", 2)
+end
+core._private = nil
+local resolve, fail = private.resolve, private.fail
+
 local M = {
   _VERSION = core._VERSION,
   run = core.run,
@@ -25,8 +34,8 @@ local M = {
 }
 
 local Future = core.Future
-local methods = core.Connection_methods
-local pool_methods = core.Pool_methods
+local methods = private.Connection_methods
+local pool_methods = private.Pool_methods
 
 local function is_future(v)
   return getmetatable(v) == Future
@@ -40,7 +49,7 @@ end
 -- A future already resolved with the given values.
 local function done(...)
   local f = core.future()
-  f:_resolve(...)
+  resolve(f, ...)
   return f
 end
 
@@ -67,7 +76,7 @@ function M.all(futures)
   end
   local out, results, left, failed = core.future(), {}, n, false
   if n == 0 then
-    out:_resolve(results)
+    resolve(out, results)
     return out
   end
   for i = 1, n do
@@ -76,12 +85,12 @@ function M.all(futures)
       local err = f:error()
       if err ~= nil then
         failed = true
-        out:_fail(err)
+        fail(out, err)
         return
       end
       results[i] = f:result()
       left = left - 1
-      if left == 0 then out:_resolve(results) end
+      if left == 0 then resolve(out, results) end
     end)
   end
   return out
@@ -107,20 +116,20 @@ end
 
 -- Connection factories run in a coroutine after setsession; the connect future
 -- resolves once the factory (and the future it may return) is done.
-core._set_after_connect(function(fut, conn, factory)
+private.set_after_connect(function(fut, conn, factory)
   core.spawn(function()
     local ok, err = pcall(function()
       local r = factory(conn)
       if is_future(r) then r:await() end
     end)
     if ok then
-      fut:_resolve(conn)
+      resolve(fut, conn)
     else
       conn:close()
       if getmetatable(err) ~= core.Error then
         err = interface_error("connection_factory failed: " .. tostring(err))
       end
-      fut:_fail(err)
+      fail(fut, err)
     end
   end)
 end)
@@ -128,7 +137,7 @@ end)
 local JSON, JSONB, JSON_ARRAY, JSONB_ARRAY = 114, 3802, 199, 3807
 
 local function set_decoder(conn, globally, oid, fn)
-  conn:_set_decoder(oid, fn)
+  private.set_decoder(conn, oid, fn)
   if globally then core.register_type(oid, fn) end
 end
 
@@ -176,18 +185,18 @@ methods.register_hstore, pool_methods.register_hstore = register_hstore, registe
 
 --- pool:manage(conn): a to-be-closed guard that gives conn back at scope exit.
 function pool_methods.manage(self, conn)
-  if not self:_owns(conn) then
+  if not private.pool_owns(self, conn) then
     error(core.error("PoolError", "manage: not a connection of this pool, or already given back"), 2)
   end
   return setmetatable({}, { __close = function()
-    if self:_owns(conn) then self:putconn(conn) end
+    if private.pool_owns(self, conn) then self:putconn(conn) end
   end })
 end
 
 --- pool:mogrify(sql, params): a future of the SQL with its parameters inlined, once a
 --- connection is free (escaping follows that connection's settings).
 function pool_methods.mogrify(self, sql, params)
-  self:_check_params(sql, params) -- bad arguments raise at the call, as on a Connection
+  private.pool_check_params(self, sql, params) -- bad arguments raise at the call, as on a Connection
   local get = self:getconn{ ping = false }
   return core.spawn(function()
     local conn <close> = get:await()

@@ -373,10 +373,6 @@ static int conn_index(lua_State *L) {
     lua_pushboolean(L, !lc->c || mk_conn_state_of(lc->c) == MK_CONN_CLOSED);
     return 1;
   }
-  if (k && strcmp(k, "_lent") == 0) { /* still lent by its pool (manage) */
-    lua_pushboolean(L, lc->pc != NULL);
-    return 1;
-  }
   if (k && strcmp(k, "pid") == 0) { /* nil unless connected */
     PGconn *pg = lc->c ? mk_conn_pg(lc->c) : NULL;
     int pid = pg && mk_conn_state_of(lc->c) == MK_CONN_READY ? PQbackendPID(pg) : 0;
@@ -405,7 +401,7 @@ void lmk_open_conn(lua_State *L) {
   static const luaL_Reg methods[] = {
     {"connect", conn_connect},   {"mogrify", conn_mogrify},         {"close", conn_close},
     {"execute", conn_execute},   {"callproc", conn_callproc},       {"transaction", conn_transaction},
-    {"ping", conn_ping},         {"_set_decoder", lmk_req_set_decoder},
+    {"ping", conn_ping},
     {"escape_literal", conn_escape_literal}, {"escape_identifier", conn_escape_identifier},
     {NULL, NULL}};
   static const luaL_Reg meta[] = {

@@ -18,8 +18,8 @@ void lmk_conn_unlend(lua_State *L, int idx);
 /* Runs the Lua layer's connection factory runner after_connect(future, conn, factory)
  * with the values at those indices. */
 void lmk_conn_run_factory(lua_State *L, int futidx, int connidx, int factoryidx);
-/* Registers the Connection metatable and adds Connection and Connection_methods to
- * the module table on top. */
+/* Registers the Connection metatable and adds Connection to the module table on top,
+ * Connection_methods to its private table. */
 void lmk_open_conn(lua_State *L);
 
 #endif

@@ -56,30 +56,39 @@ int lmk_raise(lua_State *L, mk_kind kind, const char *fmt, ...) {
   return lua_error(L);
 }
 
-/* Writes the value at 1 to stderr; its __tostring may raise, hence run protected. */
+/* The default handler: writes the error at 1 and the traceback at 2 (or nil) to
+ * stderr; the error's __tostring may raise, hence run protected. */
 static int print_unhandled(lua_State *L) {
-  fprintf(stderr, "momoko: unhandled error: %s\n", luaL_tolstring(L, 1, NULL));
+  const char *msg = luaL_tolstring(L, 1, NULL);
+  const char *tb = lua_tostring(L, 2);
+  fprintf(stderr, "momoko: unhandled error: %s\n%s%s", msg, tb ? tb : "", tb ? "\n" : "");
   fflush(stderr);
   return 0;
 }
 
-void lmk_report(lua_State *L) {
+void lmk_report_traceback(lua_State *L) {
   lua_getfield(L, LUA_REGISTRYINDEX, "momoko.on_error");
   if (lua_isfunction(L, -1)) {
-    lua_insert(L, -2);
-    if (lua_pcall(L, 1, 0, 0) == LUA_OK) return;
+    lua_insert(L, -3);
+    if (lua_pcall(L, 2, 0, 0) == LUA_OK) return;
     /* the handler itself failed: fall back to stderr with its error */
+    lua_pushnil(L);
   } else {
     lua_pop(L, 1);
   }
   lua_pushcfunction(L, print_unhandled);
-  lua_insert(L, -2);
-  if (lua_pcall(L, 1, 0, 0) != LUA_OK) {
+  lua_insert(L, -3);
+  if (lua_pcall(L, 2, 0, 0) != LUA_OK) {
     fprintf(stderr, "momoko: unhandled error whose __tostring failed: %s\n",
             lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : luaL_typename(L, -1));
     fflush(stderr);
     lua_pop(L, 1);
   }
+}
+
+void lmk_report(lua_State *L) {
+  lua_pushnil(L);
+  lmk_report_traceback(L);
 }
 
 static int error_tostring(lua_State *L) {
@@ -142,7 +151,8 @@ static int error_new(lua_State *L) {
   return 1;
 }
 
-/* momoko.on_error(fn): the handler of errors nobody can receive (nil: stderr). */
+/* momoko.on_error(fn): the handler of errors nobody can receive, called as
+ * fn(err, traceback) (nil: the default, stderr). */
 static int on_error(lua_State *L) {
   if (!lua_isnoneornil(L, 1)) luaL_checktype(L, 1, LUA_TFUNCTION);
   lua_settop(L, 1);

@@ -17,7 +17,11 @@ void lmk_push_error(lua_State *L, mk_kind kind, const char *message);
 void lmk_push_mk_error(lua_State *L, const mk_error *e);
 /* Raises a momoko.Error of kind with a formatted message (does not return). */
 int lmk_raise(lua_State *L, mk_kind kind, const char *fmt, ...);
-/* Hands the value on top (popped) to momoko.on_error, or stderr. Never raises. */
+/* Hands the error below the top and the traceback on top (a string or nil; both
+ * popped) to momoko.on_error as fn(err, traceback), or without a handler (or when it
+ * fails) writes them to stderr. Runs Lua (the handler, __tostring); never raises. */
+void lmk_report_traceback(lua_State *L);
+/* lmk_report_traceback with no traceback: the error on top (popped). */
 void lmk_report(lua_State *L);
 /* Registers the Error metatable and adds is, error, on_error, kinds to the module
  * table on top. */

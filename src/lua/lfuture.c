@@ -2,7 +2,10 @@
  * A future is a userdata; user value 1 holds the outcome (the single result, a table
  * of several results, or the error), user value 2 the waiters (a table of suspended
  * coroutines and done callbacks). Whoever will resolve a future keeps a registry
- * reference to it, so a future nobody else references still completes. */
+ * reference to it, so a future nobody else references still completes.
+ * Every error raised in a coroutine is meant for a momoko lua_resume (lmk_resume),
+ * which routes it: an await raises only when momoko is below it (lmk_in_momoko), and
+ * otherwise waits for the next loop turn (defer). */
 #include "lfuture.h"
 
 #include <stdio.h>
@@ -123,21 +126,28 @@ static int outcome(lua_State *L, lfuture *f) {
   return f->nres;
 }
 
+static int defer(lua_State *L);
+
+/* The await of the coroutine L goes on after a resume. A pending future: someone else
+ * resumed it, wait on (it is still a waiter). A failed one raises only when momoko is
+ * below (lmk_in_momoko): an error must never unwind into a loop callback of someone
+ * else (luv's would end the process), so outside momoko the coroutine waits for the
+ * next loop turn, when momoko resumes it. */
 static int await_k(lua_State *L, int status, lua_KContext ctx) {
   lfuture *f = lua_touserdata(L, 1);
   (void)status;
   (void)ctx;
   lua_settop(L, 1);
-  if (f->state == PENDING) /* resumed by someone else: still a waiter, wait on */
-    return lua_yieldk(L, 0, 0, await_k);
+  if (f->state == PENDING) return lua_yieldk(L, 0, 0, await_k);
+  if (f->state == FAILED && !lmk_in_momoko(lmk_state_of(L))) return defer(L);
   return outcome(L, f);
 }
 
 static int future_done(void *ud) { return ((lfuture *)ud)->state != PENDING; }
 
 /* Main thread: run the loop until f is done. */
-static void run_until_done(lua_State *L, lfuture *f) {
-  if (lmk_run_loop(L, lmk_state_of(L), future_done, f,
+static void run_until_done(lua_State *L, lmk_state *st, lfuture *f) {
+  if (lmk_run_loop(L, st, future_done, f, "await on the main thread",
                    "cannot await on the main thread while the loop is running (inside a callback or "
                    "uv.run()): await from a coroutine instead, e.g. in momoko.spawn") < 0)
     lmk_raise(L, MK_ERR_INTERFACE, "future can never complete: the loop has nothing left to run");
@@ -145,15 +155,21 @@ static void run_until_done(lua_State *L, lfuture *f) {
 
 static int f_await(lua_State *L) {
   lfuture *f = check_future(L, 1);
+  lmk_state *st;
   lua_settop(L, 1);
   f->retrieved = 1;
+  if (f->state == RESOLVED) return outcome(L, f);
+  st = lmk_state_of(L);
   if (f->state == PENDING) {
+    lmk_check_loop(L, st);
     if (lua_isyieldable(L)) {
       lua_pushthread(L);
       add_waiter(L, 1);
       return lua_yieldk(L, 0, 0, await_k);
     }
-    run_until_done(L, f);
+    run_until_done(L, st, f);
+  } else if (lua_isyieldable(L) && !lmk_in_momoko(st)) {
+    return defer(L);
   }
   return outcome(L, f);
 }
@@ -204,7 +220,8 @@ static int f_cancel(lua_State *L) {
   return 1;
 }
 
-/* f:_resolve(...) and f:_fail(err): for momoko's Lua layer (momoko.all, factories). */
+/* private resolve(f, ...) and fail(f, err): for momoko's Lua layer (momoko.all,
+ * factories), which keeps them out of reach of user code. */
 static int f_resolve(lua_State *L) {
   check_future(L, 1);
   lmk_future_resolve(L, 1, lua_gettop(L) - 1);
@@ -235,17 +252,23 @@ int lmk_future_unretrieved(lua_State *L, int idx) {
   return f && f->state == FAILED && !f->retrieved;
 }
 
-/* Failed spawns nobody awaited. One record per state, a userdata in the registry:
- * the futures to look at again on the next loop turn, and the timer that does. */
-static const char spawns_key = 'P';  /* registry: weak-keyed thread -> spawn future */
-static const char orphans_key = 'O'; /* registry: the orphans record; user value 1 the
-                                      * array of failed spawn futures to look at */
+/* Work for the next loop turn, one record per state, a userdata in the registry, with
+ * the timer that does it:
+ * - user value ORPHANS: {future, traceback} of failed spawns nobody awaited yet; each
+ *   one still unretrieved by then is reported to on_error;
+ * - user value DEFERRED: {coroutine, future} of awaits of a failed future made outside
+ *   momoko (see await_k); each coroutine is resumed, so its await raises under momoko. */
+static const char spawns_key = 'P'; /* registry: weak-keyed thread -> spawn future */
+static const char later_key = 'O';  /* registry: the record */
 
-typedef struct orphans {
+#define ORPHANS 1
+#define DEFERRED 2
+
+typedef struct later {
   lmk_closer closer; /* first: the closer is the record */
   lmk_state *st;
   mk_timer *timer;
-} orphans;
+} later;
 
 /* Writes an unreported error to stderr without running Lua (shutdown): the kind and
  * message fields of a momoko.Error, a string as is, else the type's name. */
@@ -266,89 +289,142 @@ static void print_raw(lua_State *L, int idx) {
   fflush(stderr);
 }
 
-/* Goes through the watched futures: each still unretrieved one is reported (report 1)
- * or, at shutdown when no Lua may run, printed raw (report 0). */
-static void flush_orphans(lua_State *L, int report) {
-  lua_Integer i, n;
-  lua_rawgetp(L, LUA_REGISTRYINDEX, &orphans_key);
-  lua_getiuservalue(L, -1, 1);
-  lua_remove(L, -2);
-  n = (lua_Integer)lua_rawlen(L, -1);
-  lua_rawgetp(L, LUA_REGISTRYINDEX, &orphans_key);
+/* Pushes the list uv of the record and puts a new empty one in its place. */
+static void take_list(lua_State *L, int uv) {
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &later_key);
+  lua_getiuservalue(L, -1, uv);
   lua_newtable(L);
-  lua_setiuservalue(L, -2, 1);
-  lua_pop(L, 1);
+  lua_setiuservalue(L, -3, uv);
+  lua_remove(L, -2);
+}
+
+/* Does the work of the lists taken: report 1 on the loop (resumes, on_error), 0 at
+ * shutdown, when no Lua may run (the errors are printed raw). */
+static void do_later(lua_State *L, int report) {
+  lua_Integer i, n;
+  int t;
+  take_list(L, DEFERRED);
+  t = lua_gettop(L);
+  n = (lua_Integer)lua_rawlen(L, t);
   for (i = 1; i <= n; i++) {
-    lua_rawgeti(L, -1, i);
+    lua_rawgeti(L, t, i);
+    lua_rawgeti(L, -1, 1);
+    if (report) {
+      lua_State *co = lua_tothread(L, -1);
+      if (lua_status(co) == LUA_YIELD) lmk_resume(L, co, 0);
+    } else {
+      lua_rawgeti(L, -2, 2);
+      lua_getiuservalue(L, -1, OUTCOME);
+      print_raw(L, -1);
+      lua_pop(L, 2);
+    }
+    lua_settop(L, t);
+  }
+  lua_pop(L, 1);
+  take_list(L, ORPHANS);
+  t = lua_gettop(L);
+  n = (lua_Integer)lua_rawlen(L, t);
+  for (i = 1; i <= n; i++) {
+    lua_rawgeti(L, t, i);
+    lua_rawgeti(L, -1, 1);
     if (lmk_future_unretrieved(L, -1)) {
-      lua_getiuservalue(L, -1, 1);
+      lua_getiuservalue(L, -1, OUTCOME);
       if (report) {
-        lmk_report(L);
+        lua_rawgeti(L, -3, 2);
+        lmk_report_traceback(L);
       } else {
         print_raw(L, -1);
-        lua_pop(L, 1);
       }
     }
-    lua_pop(L, 1);
+    lua_settop(L, t);
   }
   lua_pop(L, 1);
 }
 
-static int orphan_check_lua(lua_State *L) {
-  flush_orphans(L, 1);
+static int later_lua(lua_State *L) {
+  do_later(L, 1);
   return 0;
 }
 
-static void orphan_check(void *ud) {
-  orphans *o = ud;
-  if (!o->st->closing) lmk_enter(o->st, orphan_check_lua, NULL, NULL);
+static void later_fire(void *ud) {
+  later *o = ud;
+  if (!o->st->closing) lmk_enter(o->st, later_lua, NULL, NULL);
 }
 
-static void orphans_close(lmk_closer *c) {
-  orphans *o = (orphans *)c;
+static void later_close(lmk_closer *c) {
+  later *o = (later *)c;
   if (!o->timer) return;
-  flush_orphans(o->st->L, 0);
+  do_later(o->st->L, 0);
   mk_timer_close(o->timer);
   o->timer = NULL;
   o->st->nhandles--;
 }
 
-/* A spawn future failed with no waiter: look again on the next loop turn, and report
- * the error if by then nobody awaited the future or read its error. */
-static void watch_orphan(lua_State *L, int fidx) {
-  orphans *o;
-  fidx = lua_absindex(L, fidx);
-  lua_rawgetp(L, LUA_REGISTRYINDEX, &orphans_key);
+/* Appends the n values on top (popped) as one entry to the list uv, and makes sure
+ * the timer runs on the next loop turn. Returns 0, or -1 if no timer could be made
+ * (out of memory): nothing will do the work then. */
+static int add_later(lua_State *L, int uv, int n) {
+  later *o;
+  lua_createtable(L, n, 0);
+  lua_insert(L, -n - 1);
+  for (; n > 0; n--) lua_rawseti(L, -n - 1, n);
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &later_key);
   o = lua_touserdata(L, -1);
-  lua_getiuservalue(L, -1, 1);
-  lua_pushvalue(L, fidx);
+  lua_getiuservalue(L, -1, uv);
+  lua_rotate(L, -3, -1); /* record, list, entry */
   lua_rawseti(L, -2, (lua_Integer)lua_rawlen(L, -2) + 1);
   lua_pop(L, 2);
-  if (o->st->closing) return;
+  if (o->st->closing) return 0; /* shutdown prints what is left */
   if (!o->timer) {
-    o->timer = mk_timer_new(lmk_loop(L, o->st), orphan_check, o);
-    if (!o->timer) return;
+    o->timer = mk_timer_new(lmk_loop_in_use(L, o->st), later_fire, o);
+    if (!o->timer) return -1;
     o->st->nhandles++;
     lmk_closer_add(o->st, &o->closer);
   }
-  mk_timer_start(o->timer, 0);
+  return mk_timer_start(o->timer, 0) < 0 ? -1 : 0;
+}
+
+/* The await of the coroutine L on the failed future at 1 waits for the next loop turn
+ * (one entry per coroutine, however often someone else resumes it meanwhile). */
+static int defer(lua_State *L) {
+  lua_Integer i, n;
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &later_key);
+  lua_getiuservalue(L, -1, DEFERRED);
+  n = (lua_Integer)lua_rawlen(L, -1);
+  for (i = 1; i <= n; i++) {
+    lua_rawgeti(L, -1, i);
+    lua_rawgeti(L, -1, 1);
+    if (lua_tothread(L, -1) == L) break;
+    lua_pop(L, 2);
+  }
+  lua_settop(L, 1);
+  if (i > n) {
+    lua_pushthread(L);
+    lua_pushvalue(L, 1);
+    if (add_later(L, DEFERRED, 2) < 0) return outcome(L, lua_touserdata(L, 1)); /* no next turn */
+  }
+  return lua_yieldk(L, 0, 0, await_k);
 }
 
 /* Ends a coroutine run: results go to its spawn future; errors to it or on_error. */
 void lmk_resume(lua_State *L, lua_State *co, int nargs) {
-  int nres, status = lua_resume(co, L, nargs, &nres);
+  lmk_state *st = lmk_state_of(L);
+  int nres, status, fidx, err, close_err = 0;
+  st->resuming++;
+  status = lua_resume(co, L, nargs, &nres);
+  st->resuming--;
   if (status == LUA_YIELD) {
     lua_pop(co, nres);
     return;
   }
-  luaL_checkstack(L, nres + 4, "too many results");
+  luaL_checkstack(L, nres + 8, "too many results");
   lua_rawgetp(L, LUA_REGISTRYINDEX, &spawns_key);
   lua_pushthread(co);
   lua_xmove(co, L, 1);
   lua_rawget(L, -2); /* the spawn future or nil */
   lua_remove(L, -2);
+  fidx = lua_gettop(L);
   if (status == LUA_OK) {
-    int fidx = lua_gettop(L);
     lua_xmove(co, L, nres);
     if (lua_isnil(L, fidx)) {
       lua_settop(L, fidx - 1);
@@ -358,24 +434,44 @@ void lmk_resume(lua_State *L, lua_State *co, int nargs) {
     }
     return;
   }
-  /* an error: keep a traceback for text errors, then close the coroutine's pending
-   * to-be-closed variables (a <close> connection goes back to its pool) */
+  /* an error: a copy of it (the original stays on co for its closing methods), and,
+   * unless someone awaits the spawn future already, the traceback of the coroutine
+   * while its stack is still there */
+  lua_pushvalue(co, -1);
   lua_xmove(co, L, 1);
-  if (lua_isnil(L, -2)) {
-    /* nobody can receive it: report it with the coroutine's traceback */
-    if (lua_type(L, -1) == LUA_TSTRING) {
-      luaL_traceback(L, co, lua_tostring(L, -1), 0);
-      lua_remove(L, -2);
-    }
-    lmk_closethread(co, L);
-    lua_remove(L, -2);
-    lmk_report(L);
-  } else {
-    lmk_closethread(co, L);
-    lmk_future_fail(L, -2);
-    if (lmk_future_unretrieved(L, -1)) watch_orphan(L, -1);
-    lua_pop(L, 1);
+  err = fidx + 1;
+  if (lua_isnil(L, fidx) || !((lfuture *)lua_touserdata(L, fidx))->retrieved)
+    luaL_traceback(L, co, NULL, 0);
+  else
+    lua_pushnil(L);
+  /* close its pending to-be-closed variables (a <close> connection goes back to its
+   * pool); the coroutine's error is then on co's stack, or one a closing method raised
+   * instead, which goes to on_error as well */
+  if (lmk_closethread(co, L) != LUA_OK && lua_gettop(co) > 0) {
+    lua_xmove(co, L, 1);
+    if (lua_rawequal(L, -1, err))
+      lua_pop(L, 1);
+    else
+      close_err = lua_gettop(L);
   }
+  lua_settop(co, 0);
+  lua_pushvalue(L, err);
+  if (lua_isnil(L, fidx)) {
+    lua_pushvalue(L, err + 1);
+    lmk_report_traceback(L); /* nobody can receive it */
+  } else {
+    lmk_future_fail(L, fidx);
+    if (lmk_future_unretrieved(L, fidx)) { /* report it next turn if nobody looked */
+      lua_pushvalue(L, fidx);
+      lua_pushvalue(L, err + 1);
+      add_later(L, ORPHANS, 2);
+    }
+  }
+  if (close_err) {
+    lua_pushvalue(L, close_err);
+    lmk_report(L);
+  }
+  lua_settop(L, fidx - 1);
 }
 
 /* momoko.spawn(fn, ...): runs fn(...) in a new coroutine now; a future of its results. */
@@ -400,10 +496,9 @@ static int l_spawn(lua_State *L) {
 
 void lmk_open_future(lua_State *L) {
   static const luaL_Reg methods[] = {
-    {"await", f_await},   {"done", f_done},       {"result", f_result},
-    {"error", f_error},   {"add_done_callback", f_add_done_callback},
-    {"cancel", f_cancel}, {"_resolve", f_resolve}, {"_fail", f_fail},
-    {NULL, NULL}};
+    {"await", f_await}, {"done", f_done},     {"result", f_result}, {"error", f_error},
+    {"add_done_callback", f_add_done_callback}, {"cancel", f_cancel}, {NULL, NULL}};
+  static const luaL_Reg private_fns[] = {{"resolve", f_resolve}, {"fail", f_fail}, {NULL, NULL}};
   luaL_newmetatable(L, LMK_FUTURE);
   luaL_newlib(L, methods);
   lua_setfield(L, -2, "__index");
@@ -414,21 +509,24 @@ void lmk_open_future(lua_State *L) {
   lua_setfield(L, -2, "future");
   lua_pushcfunction(L, l_spawn);
   lua_setfield(L, -2, "spawn");
+  lmk_add_private(L, private_fns);
   if (lua_rawgetp(L, LUA_REGISTRYINDEX, &spawns_key) == LUA_TNIL) {
-    orphans *o;
+    later *o;
     lua_newtable(L);
     lua_createtable(L, 0, 1);
     lua_pushliteral(L, "k");
     lua_setfield(L, -2, "__mode");
     lua_setmetatable(L, -2);
     lua_rawsetp(L, LUA_REGISTRYINDEX, &spawns_key);
-    o = lua_newuserdatauv(L, sizeof *o, 1);
+    o = lua_newuserdatauv(L, sizeof *o, 2);
     memset(o, 0, sizeof *o);
-    o->closer.close = orphans_close;
+    o->closer.close = later_close;
     o->st = lmk_state_of(L);
     lua_newtable(L);
-    lua_setiuservalue(L, -2, 1);
-    lua_rawsetp(L, LUA_REGISTRYINDEX, &orphans_key);
+    lua_setiuservalue(L, -2, ORPHANS);
+    lua_newtable(L);
+    lua_setiuservalue(L, -2, DEFERRED);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &later_key);
   }
   lua_pop(L, 1);
 }

@@ -1,6 +1,6 @@
 /* lfuture: momoko.Future, the one result shape of every asynchronous operation, and
- * the coroutines that wait on futures: resuming them, momoko.spawn, and reporting a
- * failed spawn nobody looked at. Internal. */
+ * the coroutines that wait on futures: resuming them, momoko.spawn, reporting a failed
+ * spawn nobody looked at, and making sure an await raises only under momoko. Internal. */
 #ifndef LFUTURE_H
 #define LFUTURE_H
 
@@ -25,11 +25,13 @@ void lmk_future_resolve(lua_State *L, int idx, int n);
 void lmk_future_fail(lua_State *L, int idx);
 /* 1 if the future at idx failed and nobody awaited it or read its error (yet). */
 int lmk_future_unretrieved(lua_State *L, int idx);
-/* Resumes co with nargs arguments from L's top; routes its end or error (its spawn
- * future, or on_error). */
+/* Resumes co with nargs arguments from L's top (counted in st->resuming), and routes
+ * its end: results to its spawn future; an error to it or, with the coroutine's
+ * traceback, to on_error; an error raised while closing its to-be-closed variables
+ * to on_error. Runs Lua (waiters, handlers); raises only for lack of memory. */
 void lmk_resume(lua_State *L, lua_State *co, int nargs);
 /* Registers the Future metatable and adds Future, future and spawn to the module
- * table on top. */
+ * table on top, and resolve and fail to its private table. */
 void lmk_open_future(lua_State *L);
 
 #endif

@@ -1,16 +1,20 @@
 /* lmomoko: luaopen_momoko_core, the module's root and nothing else: it creates the
- * per-state record and lets each part register its metatable and functions. */
+ * per-state record and lets each part register its metatable and functions. What only
+ * init.lua may use goes to the module's private table, module._private, which init.lua
+ * takes out of the module. */
 #include "lconn.h"
 #include "lcursor.h"
 #include "lerror.h"
 #include "lfuture.h"
 #include "lparams.h"
 #include "lpool.h"
+#include "lreq.h"
 #include "lsleep.h"
 #include "lstate.h"
 #include "ltypes.h"
+#include "momoko.h"
 
-/* core._set_after_connect(fn): the Lua layer's runner of connection factories,
+/* private set_after_connect(fn): the Lua layer's runner of connection factories,
  * fn(future, conn, factory). */
 static int l_set_after_connect(lua_State *L) {
   luaL_checktype(L, 1, LUA_TFUNCTION);
@@ -19,11 +23,16 @@ static int l_set_after_connect(lua_State *L) {
   return 0;
 }
 
-LUAMOD_API int luaopen_momoko_core(lua_State *L);
-LUAMOD_API int luaopen_momoko_core(lua_State *L) {
-  static const luaL_Reg fns[] = {{"_set_after_connect", l_set_after_connect}, {NULL, NULL}};
+/* The module table. Exported, with momoko.h's functions; nothing else is. */
+MOMOKO_API int luaopen_momoko_core(lua_State *L);
+MOMOKO_API int luaopen_momoko_core(lua_State *L) {
+  static const luaL_Reg private_fns[] = {
+    {"set_after_connect", l_set_after_connect}, {"set_decoder", lmk_req_set_decoder}, {NULL, NULL}};
   lmk_state_open(L);
-  luaL_newlib(L, fns);
+  lua_createtable(L, 0, 16);
+  lua_newtable(L);
+  lua_setfield(L, -2, "_private");
+  lmk_add_private(L, private_fns);
   lua_pushliteral(L, "momoko " MOMOKO_VERSION);
   lua_setfield(L, -2, "_VERSION");
   lmk_open_state(L);

@@ -72,8 +72,10 @@ void lmk_open_owner_class(lua_State *L, const char *mt, const luaL_Reg *meta, co
   luaL_setfuncs(L, methods, 0);
   lua_pushvalue(L, -1);
   lua_setfield(L, -3, "methods");
-  lua_setfield(L, -3, field); /* module[field]: the Lua layer adds methods there */
-  lua_pop(L, 1);
+  lua_getfield(L, -3, "_private"); /* private[field]: the Lua layer adds methods there */
+  lua_insert(L, -2);
+  lua_setfield(L, -2, field);
+  lua_pop(L, 2);
 }
 
 int lmk_silent(const lowner *o) { return o->finalized || o->st->closing; }

@@ -28,7 +28,8 @@ lowner *lmk_owner_new(lua_State *L, size_t size, const char *mt, int uv);
 /* __index tail: pushes the method key (at 2) of the object at 1. */
 int lmk_owner_method(lua_State *L);
 /* Registers an owner metatable mt with meta, and methods as its "methods" table, also
- * set as field of the module table on top (the Lua layer adds methods there). */
+ * set as field of the private table of the module table on top (the Lua layer adds
+ * methods there). */
 void lmk_open_owner_class(lua_State *L, const char *mt, const luaL_Reg *meta, const luaL_Reg *methods,
                           const char *field);
 /* 1 when callbacks of o must not run Lua (finalized, or the state is closing). */

@@ -478,14 +478,15 @@ static int pool_getconn(lua_State *L) {
   lmk_future_new(L);
   lua_pushvalue(L, -1);
   fref = luaL_ref(L, LUA_REGISTRYINDEX);
+  lmk_pend(L, &lp->o, 1); /* may raise (its registry ref): before the malloc */
   g = malloc(sizeof *g);
   if (!g) {
     luaL_unref(L, LUA_REGISTRYINDEX, fref);
+    lmk_unpend(L, &lp->o);
     return lmk_raise(L, MK_ERR_INTERFACE, "getconn: out of memory");
   }
   g->lp = lp;
   g->fref = fref;
-  lmk_pend(L, &lp->o, 1);
   kind = mk_pool_getconn(lp->p, ping, on_got, g, &why);
   if (kind) {
     luaL_unref(L, LUA_REGISTRYINDEX, g->fref);
@@ -516,7 +517,8 @@ static int pool_putconn(lua_State *L) {
   return 0;
 }
 
-/* pool:_owns(conn): true while conn is lent by this pool (manage checks it at the call). */
+/* private pool_owns(pool, conn): true while conn is lent by this pool (manage checks
+ * it at the call). */
 static int pool_owns(lua_State *L) {
   lpool *lp = check_pool(L, 1);
   lowner *owner = NULL;
@@ -525,8 +527,9 @@ static int pool_owns(lua_State *L) {
   return 1;
 }
 
-/* pool:_check_params(sql, params): raises InterfaceError for what execute would refuse
- * at the call (pool:mogrify checks its arguments before it waits for a connection). */
+/* private pool_check_params(pool, sql, params): raises InterfaceError for what execute
+ * would refuse at the call (pool:mogrify checks its arguments before it waits for a
+ * connection). */
 static int pool_check_params(lua_State *L) {
   check_pool(L, 1);
   lua_settop(L, 3);
@@ -604,14 +607,16 @@ static int pool_index(lua_State *L) {
 void lmk_open_pool(lua_State *L) {
   static const luaL_Reg methods[] = {
     {"connect", pool_connect},   {"getconn", pool_getconn},     {"putconn", pool_putconn},
-    {"close", pool_close},       {"stats", pool_stats},         {"_owns", pool_owns},
-    {"_check_params", pool_check_params},
+    {"close", pool_close},       {"stats", pool_stats},
     {"execute", pool_execute},   {"callproc", pool_callproc},   {"transaction", pool_transaction},
-    {"ping", pool_ping},         {"_set_decoder", lmk_req_set_decoder}, {NULL, NULL}};
+    {"ping", pool_ping},         {NULL, NULL}};
+  static const luaL_Reg private_fns[] = {
+    {"pool_owns", pool_owns}, {"pool_check_params", pool_check_params}, {NULL, NULL}};
   static const luaL_Reg meta[] = {
     {"__index", pool_index}, {"__gc", pool_gc}, {"__close", pool_close},
     {"__tostring", pool_tostring}, {NULL, NULL}};
   lmk_open_owner_class(L, LMK_POOL, meta, methods, "Pool_methods");
+  lmk_add_private(L, private_fns);
   lua_pushcfunction(L, l_pool);
   lua_setfield(L, -2, "Pool");
 }

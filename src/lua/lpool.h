@@ -6,7 +6,8 @@
 
 #define LMK_POOL "momoko.Pool"
 
-/* Registers the Pool metatable and adds Pool and Pool_methods to the module table. */
+/* Registers the Pool metatable and adds Pool to the module table on top, Pool_methods,
+ * pool_owns and pool_check_params to its private table. */
 void lmk_open_pool(lua_State *L);
 
 #endif

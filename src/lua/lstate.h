@@ -1,8 +1,9 @@
 /* lstate: the bottom of the binding. One lmk_state per Lua state that loaded
  * momoko.core: the main thread, the loop in use (chosen on first use: luv's when luv
- * is loaded, else libuv's default), the one guard around running the loop, the one
- * way the core's callbacks enter Lua, and shutdown over one list of closers (every
- * connection, pool, timer the binding owns registers one). Internal. */
+ * is loaded, else libuv's default; or given with set_loop), whether someone runs it,
+ * the one guard around running the loop, the one way the core's callbacks enter Lua,
+ * and shutdown over one list of closers (every connection, pool, timer the binding
+ * owns registers one). Internal. */
 #ifndef LSTATE_H
 #define LSTATE_H
 
@@ -31,10 +32,14 @@ struct lmk_closer {
 
 typedef struct lmk_state {
   lua_State *L;          /* the main thread: callbacks from the core run Lua here */
-  mk_loop *loop;         /* chosen at first use (lmk_loop) */
-  int luv_loop;          /* the loop is luv's */
+  mk_loop *loop;         /* chosen at first use (lmk_loop_in_use), or given */
+  mk_loop *luv;          /* luv's loop once luv was found loaded in L, else NULL */
+  int luv_loop;          /* loop is luv's: uv.loop_mode() tells whether luv runs it */
+  int given;             /* loop was given (set_loop): never compared with luv's */
+  int host_runs;         /* loop was given by a C host (momoko_set_loop), which runs it */
   int running;           /* depth of loop runs made by momoko */
   int callbacks;         /* depth of core callbacks running Lua (lmk_enter) */
+  int resuming;          /* depth of coroutine resumptions by momoko (lmk_resume) */
   int closing;           /* shutting down: no Lua from callbacks any more */
   int nhandles;          /* live libuv users: set_loop needs 0 */
   lmk_closer *closers;   /* closed at shutdown, newest first */
@@ -44,15 +49,30 @@ typedef struct lmk_state {
 lmk_state *lmk_state_open(lua_State *L);
 /* The state of L (raises if momoko.core is not loaded, which cannot happen). */
 lmk_state *lmk_state_of(lua_State *L);
-/* The loop, chosen on first call: luv's if luv is loaded, else libuv's default. */
+/* The loop in use, chosen on first call: luv's if luv is loaded in L, else libuv's
+ * default. Raises only for lack of memory. */
+mk_loop *lmk_loop_in_use(lua_State *L, lmk_state *st);
+/* The loop for a new connection, pool or timer: lmk_loop_in_use, after
+ * lmk_check_loop. */
 mk_loop *lmk_loop(lua_State *L, lmk_state *st);
-/* 1 if a loop run is active on the loop (momoko's own or luv's). */
+/* Raises InterfaceError (saying what to do) when the loop was chosen by momoko, not
+ * given, and luv, loaded later, runs another one: uv.run() would never drive momoko. */
+void lmk_check_loop(lua_State *L, lmk_state *st);
+/* 1 if the loop is running: a run by momoko, a run by luv (uv.loop_mode()), or a loop
+ * that a C host gave with momoko_set_loop (the host declared it runs it, and libuv
+ * cannot tell). May call luv's loop_mode, which runs no user Lua. */
 int lmk_loop_running(lua_State *L, lmk_state *st);
-/* The one uv_run guard. Raises InterfaceError with refusal when the loop cannot be run
- * here (it runs already, or a core callback is running Lua). Then runs the loop: to
- * the end when done is NULL, else one iteration at a time until done(ud) is true.
- * Returns 0, or -1 when the loop ran out of work before done(ud). */
-int lmk_run_loop(lua_State *L, lmk_state *st, int (*done)(void *ud), void *ud, const char *refusal);
+/* 1 while momoko is below the running Lua: a core callback (lmk_enter) or a coroutine
+ * resumption by momoko (lmk_resume). An error raised then reaches momoko's protected
+ * call (or the user's own pcall) first, never a loop callback of someone else. */
+int lmk_in_momoko(const lmk_state *st);
+/* The one uv_run guard. Raises InterfaceError when the loop cannot be run here: a C
+ * host runs it (a message naming who), it runs already or a core callback is running
+ * Lua (refusal), or as lmk_check_loop. Then runs the loop: to the end when done is
+ * NULL, else one iteration at a time until done(ud) is true. Returns 0, or -1 when the
+ * loop ran out of work before done(ud). */
+int lmk_run_loop(lua_State *L, lmk_state *st, int (*done)(void *ud), void *ud, const char *who,
+                 const char *refusal);
 
 /* Enters Lua from a core callback: runs fn(a, b) as light userdata under lua_pcall on
  * the main thread, counted in st->callbacks. An error goes to on_error (lmk_report).
@@ -64,6 +84,9 @@ int lmk_enter(lmk_state *st, lua_CFunction fn, void *a, void *b);
 void lmk_closer_add(lmk_state *st, lmk_closer *c);
 void lmk_closer_remove(lmk_closer *c);
 
+/* Adds fns to the private table of the module table on top (module._private, made by
+ * luaopen; init.lua takes it out of the module, so user code cannot reach it). */
+void lmk_add_private(lua_State *L, const luaL_Reg *fns);
 /* Adds run, loop and set_loop to the module table on top. */
 void lmk_open_state(lua_State *L);
 

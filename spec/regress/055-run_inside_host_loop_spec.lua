@@ -1,0 +1,134 @@
+-- momoko.run() (or an await on the main thread) from a callback of a loop someone else
+-- runs would call uv_run on a loop inside its own uv_run, which libuv does not allow.
+-- libuv cannot tell whether a loop is running, so momoko knows it from who runs it:
+-- luv's uv.run() (uv.loop_mode() is not nil), or a C host that gave its loop with
+-- momoko_set_loop (momoko.h: the host declares it runs it). Both refuse with
+-- InterfaceError; the work awaited in coroutines still completes. The C host is
+-- compiled here against momoko.h; it loads momoko with require and finds
+-- momoko_set_loop in the loaded core.so with dlsym (linking core.so into the host
+-- works as well, but under ASan such a host deadlocks at exit in libp11-kit's
+-- destructor, in glibc's freelocale).
+local H = require "helper"
+
+describe("regress 055: momoko.run() inside a loop someone else runs", function()
+  it("under luv's uv.run(): a luv callback's momoko.run() raises InterfaceError, the loop goes on", function()
+    local out, ok = H.run_lua([[
+      local uv = require "luv"
+      local momoko = require "momoko"
+      local conn = momoko.Connection(os.getenv("MOMOKO_TEST_DSN"))
+      local t = uv.new_timer()
+      t:start(1, 0, function()
+        t:close()
+        local ok, err = pcall(momoko.run)
+        print("run", ok, momoko.is(err, "InterfaceError"), err.message)
+        coroutine.wrap(function()
+          conn:connect():await()
+          print("query", conn:execute("SELECT 3"):await():fetchone()[1])
+          conn:close()
+        end)()
+      end)
+      uv.run()
+    ]])
+    assert.is_true(ok, out)
+    assert.equal("run\tfalse\ttrue\tmomoko.run: the loop is already running (inside a callback or uv.run()): "
+      .. "await from a coroutine instead\nquery\t3\n", out)
+  end)
+
+  it("in a C host that runs its loop and gave it with momoko_set_loop: momoko.run() and main-thread awaits raise", function()
+    local base = os.tmpname()
+    local src, exe = base .. ".c", base .. ".host"
+    local f = assert(io.open(src, "w"))
+    f:write([=[
+#include <dlfcn.h>
+#include <stdio.h>
+#include <string.h>
+#include <lauxlib.h>
+#include <lualib.h>
+#include "momoko.h"
+
+static lua_State *L;
+
+/* The host's own loop callback calls into Lua, as a server's request handler would. */
+static void on_tick(uv_timer_t *t) {
+  lua_getglobal(L, "on_tick");
+  if (lua_pcall(L, 0, 0, 0) != LUA_OK) printf("on_tick failed: %s\n", lua_tostring(L, -1));
+  uv_close((uv_handle_t *)t, NULL);
+}
+
+int main(void) {
+  uv_loop_t loop;
+  uv_timer_t tick;
+  if (uv_loop_init(&loop) != 0) return 1;
+  L = luaL_newstate();
+  luaL_openlibs(L);
+  if (luaL_dostring(L, "momoko = require 'momoko'") != LUA_OK) {
+    printf("require failed: %s\n", lua_tostring(L, -1));
+    return 1;
+  }
+  {
+    /* momoko_set_loop, from the core.so that require loaded */
+    int (*set_loop)(lua_State *, uv_loop_t *) = NULL;
+    void *h = NULL, *sym = NULL;
+    if (luaL_dostring(L, "return package.searchpath('momoko.core', package.cpath)") == LUA_OK)
+      h = dlopen(lua_tostring(L, -1), RTLD_NOW | RTLD_NOLOAD);
+    if (h) sym = dlsym(h, "momoko_set_loop");
+    if (!sym) {
+      printf("no momoko_set_loop\n");
+      return 1;
+    }
+    memcpy(&set_loop, &sym, sizeof sym);
+    lua_pop(L, 1);
+    printf("set_loop %d\n", set_loop(L, &loop));
+  }
+  if (luaL_dostring(L,
+        "local function show(what, ok, err)\n"
+        "  print(what, ok, momoko.is(err, 'InterfaceError'), err and err.message)\n"
+        "end\n"
+        "show('init run', pcall(momoko.run))\n"
+        "function on_tick()\n"
+        "  show('run', pcall(momoko.run))\n"
+        "  show('await', pcall(function() return momoko.sleep(1):await() end))\n"
+        "  momoko.spawn(function()\n"
+        "    local conn = momoko.connect(os.getenv('MOMOKO_TEST_DSN')):await()\n"
+        "    print('query', conn:execute('SELECT 5'):await():fetchone()[1])\n"
+        "    conn:close()\n"
+        "  end)\n"
+        "end\n") != LUA_OK) {
+    printf("script failed: %s\n", lua_tostring(L, -1));
+    return 1;
+  }
+  uv_timer_init(&loop, &tick);
+  uv_timer_start(&tick, on_tick, 1, 0);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  lua_close(L);
+  uv_run(&loop, UV_RUN_DEFAULT); /* close callbacks of what lua_close closed */
+  printf("loop_close %d\n", uv_loop_close(&loop));
+  return 0;
+}
+]=])
+    f:close()
+    local cc = io.popen(string.format(
+      "env -u LD_PRELOAD cc -std=c11 -D_POSIX_C_SOURCE=200809L -Wall -Werror -o %s %s -Iinclude "
+        .. "$(pkg-config --cflags --libs lua5.4 libuv) -ldl 2>&1", exe, src))
+    local cc_out = cc:read("a")
+    assert.is_true(cc:close() == true, cc_out)
+    local p = assert(io.popen(string.format("LD_PRELOAD='%s' timeout 60 %s 2>&1",
+      os.getenv("MOMOKO_TEST_LD_PRELOAD") or "", exe)))
+    local out = p:read("a")
+    local ok = p:close()
+    os.remove(base)
+    os.remove(src)
+    os.remove(exe)
+    assert.is_true(ok == true, out)
+    local host = ": the host program runs the loop (it gave it with momoko_set_loop), momoko never does: "
+      .. "await from a coroutine instead"
+    assert.equal(table.concat({
+      "set_loop 0",
+      "init run\tfalse\ttrue\tmomoko.run" .. host,
+      "run\tfalse\ttrue\tmomoko.run" .. host,
+      "await\tfalse\ttrue\tawait on the main thread" .. host,
+      "query\t5",
+      "loop_close 0",
+      ""}, "\n"), out)
+  end)
+end)
