@@ -512,11 +512,7 @@ void lmk_open_future(lua_State *L) {
   lmk_add_private(L, private_fns);
   if (lua_rawgetp(L, LUA_REGISTRYINDEX, &spawns_key) == LUA_TNIL) {
     later *o;
-    lua_newtable(L);
-    lua_createtable(L, 0, 1);
-    lua_pushliteral(L, "k");
-    lua_setfield(L, -2, "__mode");
-    lua_setmetatable(L, -2);
+    lmk_push_weak_table(L, "k");
     lua_rawsetp(L, LUA_REGISTRYINDEX, &spawns_key);
     o = lua_newuserdatauv(L, sizeof *o, 2);
     memset(o, 0, sizeof *o);

@@ -58,11 +58,7 @@ int lmk_owner_method(lua_State *L) {
 void lmk_open_owner_class(lua_State *L, const char *mt, const luaL_Reg *meta, const luaL_Reg *methods,
                           const char *field) {
   if (lua_rawgetp(L, LUA_REGISTRYINDEX, &owners_key) != LUA_TTABLE) {
-    lua_newtable(L);
-    lua_createtable(L, 0, 1);
-    lua_pushliteral(L, "v");
-    lua_setfield(L, -2, "__mode");
-    lua_setmetatable(L, -2);
+    lmk_push_weak_table(L, "v");
     lua_rawsetp(L, LUA_REGISTRYINDEX, &owners_key);
   }
   lua_pop(L, 1);

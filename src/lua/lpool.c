@@ -60,11 +60,7 @@ static void lent_set(lua_State *L, int poolidx, mk_pconn *pc, int connidx) {
   lua_getiuservalue(L, poolidx, 1);
   if (lua_getfield(L, -1, "lent") != LUA_TTABLE) {
     lua_pop(L, 1);
-    lua_newtable(L);
-    lua_createtable(L, 0, 1);
-    lua_pushliteral(L, "v");
-    lua_setfield(L, -2, "__mode");
-    lua_setmetatable(L, -2);
+    lmk_push_weak_table(L, "v");
     lua_pushvalue(L, -1);
     lua_setfield(L, -3, "lent");
   }

@@ -293,6 +293,14 @@ static int l_set_loop(lua_State *L) {
   return 0;
 }
 
+void lmk_push_weak_table(lua_State *L, const char *mode) {
+  lua_newtable(L);
+  lua_createtable(L, 0, 1);
+  lua_pushstring(L, mode);
+  lua_setfield(L, -2, "__mode");
+  lua_setmetatable(L, -2);
+}
+
 void lmk_add_private(lua_State *L, const luaL_Reg *fns) {
   lua_getfield(L, -1, "_private");
   luaL_setfuncs(L, fns, 0);

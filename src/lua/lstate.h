@@ -87,6 +87,8 @@ void lmk_closer_remove(lmk_closer *c);
 /* Adds fns to the private table of the module table on top (module._private, made by
  * luaopen; init.lua takes it out of the module, so user code cannot reach it). */
 void lmk_add_private(lua_State *L, const luaL_Reg *fns);
+/* Pushes a new empty table whose keys (mode "k") or values (mode "v") are weak. */
+void lmk_push_weak_table(lua_State *L, const char *mode);
 /* Adds run, loop and set_loop to the module table on top. */
 void lmk_open_state(lua_State *L);
 
