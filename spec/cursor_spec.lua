@@ -11,14 +11,7 @@ end
 
 describe("cursor", function()
   local conn
-
-  lazy_setup(function()
-    conn = momoko.connect(H.dsn):await()
-  end)
-
-  lazy_teardown(function()
-    if conn then conn:close() end
-  end)
+  H.block_connection(H.dsn, function(c) conn = c end)
 
   local function query(sql, params, opts)
     return conn:execute(sql, params, opts):await()

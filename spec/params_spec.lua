@@ -20,14 +20,7 @@ end
 
 describe("parameters", function()
   local conn
-
-  lazy_setup(function()
-    conn = momoko.connect(H.dsn):await()
-  end)
-
-  lazy_teardown(function()
-    if conn then conn:close() end
-  end)
+  H.block_connection(H.dsn, function(c) conn = c end)
 
   describe("positional $n", function()
     it("binds values in order, reusing a placeholder", function()

@@ -5,16 +5,7 @@ local momoko = require "momoko"
 local H = require "helper"
 
 describe("regressions", function()
-  local reported -- what reached momoko.on_error during the spec
-
-  before_each(function()
-    reported = {}
-    momoko.on_error(function(e) reported[#reported + 1] = e end)
-  end)
-
-  after_each(function()
-    momoko.on_error(nil)
-  end)
+  local reported = H.collect_reports() -- what reached momoko.on_error during the spec
 
   -- r1
   it("close(): a done callback that cancels a later queued request does not touch freed memory", function()

@@ -9,16 +9,7 @@ local NESTED_AWAIT = "cannot await on the main thread while the loop is running 
   .. "uv.run()): await from a coroutine instead, e.g. in momoko.spawn"
 
 describe("regressions", function()
-  local reported -- what reached momoko.on_error during the spec
-
-  before_each(function()
-    reported = {}
-    momoko.on_error(function(e) reported[#reported + 1] = e end)
-  end)
-
-  after_each(function()
-    momoko.on_error(nil)
-  end)
+  local reported = H.collect_reports() -- what reached momoko.on_error during the spec
 
   -- r5
   it("close(): a done callback that awaits on the main thread gets an InterfaceError instead of re-entering the loop over closed requests", function()

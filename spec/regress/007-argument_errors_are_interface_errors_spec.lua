@@ -5,16 +5,7 @@ local momoko = require "momoko"
 local H = require "helper"
 
 describe("regressions", function()
-  local reported -- what reached momoko.on_error during the spec
-
-  before_each(function()
-    reported = {}
-    momoko.on_error(function(e) reported[#reported + 1] = e end)
-  end)
-
-  after_each(function()
-    momoko.on_error(nil)
-  end)
+  local reported = H.collect_reports() -- what reached momoko.on_error during the spec
 
   -- r6
   it("argument errors of sleep, spawn, add_done_callback and set_loop are InterfaceError objects, not plain strings", function()

@@ -9,14 +9,6 @@
 local momoko = require "momoko"
 local H = require "helper"
 
-local function collect()
-  for _ = 1, 3 do
-    collectgarbage()
-    collectgarbage()
-    momoko.sleep(10):await() -- handles close on the loop
-  end
-end
-
 describe("regress 013: a cursor outlives its connection", function()
   it("of a Connection, closed and collected", function()
     local dsn, app = H.app_dsn("r013a")
@@ -28,7 +20,7 @@ describe("regress 013: a cursor outlives its connection", function()
       cur = conn:execute("SELECT g AS n, 'row ' || g AS label FROM generate_series(1, 3) g"):await()
       conn:close()
     end
-    collect()
+    H.collect_garbage(3, 10)
     assert.is_nil(weak.conn)
     assert.is_true(H.no_backends(app))
     assert.equal(3, #cur)
@@ -53,7 +45,7 @@ describe("regress 013: a cursor outlives its connection", function()
       curs = pool:transaction{"SELECT 1 AS a", {"SELECT $1::text AS b", {"x"}}}:await()
       pool:close()
     end
-    collect()
+    H.collect_garbage(3, 10)
     assert.is_nil(weak.pool)
     assert.is_true(H.no_backends(app))
     assert.same({1}, curs[1]:fetchone())

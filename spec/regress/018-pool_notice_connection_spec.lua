@@ -24,7 +24,7 @@ describe("regress 018: pool notices call on_notice(conn, message)", function()
         conn:execute(raise_notice("from the factory")):await()
       end,
     }
-    local ok, err = pcall(function()
+    H.close_after(pool, app, function()
       pool:connect():await()
       assert.equal(1, #seen)
       assert.is_true(rawequal(factory_conn, seen[1].conn))
@@ -52,8 +52,5 @@ describe("regress 018: pool notices call on_notice(conn, message)", function()
       assert.is_false(rawequal(lent, seen[4].conn))
       assert.matches("^<momoko%.Connection ", tostring(seen[4].conn))
     end)
-    pool:close()
-    assert.is_true(H.no_backends(app))
-    if not ok then error(err, 0) end
   end)
 end)

@@ -8,14 +8,6 @@
 local momoko = require "momoko"
 local H = require "helper"
 
-local function settle()
-  for _ = 1, 5 do
-    collectgarbage()
-    collectgarbage()
-    momoko.sleep(20):await()
-  end
-end
-
 describe("regress 019: a connection setup that never ends", function()
   it("does not keep a closed, unreferenced pool alive", function()
     local dsn, app = H.app_dsn("r019a")
@@ -28,7 +20,7 @@ describe("regress 019: a connection setup that never ends", function()
       momoko.sleep(50):await()
       pool:close()
     end
-    settle()
+    H.collect_garbage(5, 20)
     assert.is_nil(weak.pool, "the pool was never collected")
     assert.is_true(H.no_backends(app))
   end)
@@ -41,10 +33,10 @@ describe("regress 019: a connection setup that never ends", function()
         calls = calls + 1
         if calls == 1 then coroutine.yield() end -- parked for good, then collected
       end}
-    local ok, err = pcall(function()
+    H.close_after(pool, app, function()
       local connected = pool:connect()
       assert.is_true(H.wait_until(function() return calls == 1 end, 5000))
-      settle()
+      H.collect_garbage(5, 20)
       local e = H.failure(connected)
       H.assert_kind("PartiallyConnectedError", e)
       assert.matches("never finished", e.message, 1, true)
@@ -55,8 +47,5 @@ describe("regress 019: a connection setup that never ends", function()
       assert.equal(7, pool:execute("SELECT 7"):await():fetchone()[1])
       assert.equal(1, H.backends(app))
     end)
-    pool:close()
-    assert.is_true(H.no_backends(app))
-    if not ok then error(err, 0) end
   end)
 end)

@@ -17,17 +17,9 @@ local function last_query(app)
 end
 
 describe("regress 031: arrays of every type decode to Lua arrays", function()
-  local conn, app
-
-  lazy_setup(function()
-    local dsn
-    dsn, app = H.app_dsn("regress_031")
-    conn = momoko.connect(dsn):await()
-  end)
-
-  lazy_teardown(function()
-    if conn then conn:close() end
-  end)
+  local dsn, app = H.app_dsn("regress_031")
+  local conn
+  H.block_connection(dsn, function(c) conn = c end)
 
   local function row(sql, params)
     return conn:execute(sql, params):await():fetchone()

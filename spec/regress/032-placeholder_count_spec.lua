@@ -5,26 +5,12 @@
 local momoko = require "momoko"
 local H = require "helper"
 
--- The InterfaceError fn(...) raises at the call.
-local function interface_error(fn, ...)
-  local err = H.error_of(fn, ...)
-  assert.is_not_nil(err, "expected the call to raise")
-  H.assert_kind("InterfaceError", err)
-  return err
-end
-
 describe("regress 032: placeholders are checked against the parameters at the call", function()
-  local conn, app
-
-  lazy_setup(function()
-    local dsn
-    dsn, app = H.app_dsn("regress_032")
-    conn = momoko.connect(dsn):await()
+  local dsn, app = H.app_dsn("regress_032")
+  local conn
+  H.block_connection(dsn, function(c)
+    conn = c
     conn:execute("SELECT 'r032 start'"):await()
-  end)
-
-  lazy_teardown(function()
-    if conn then conn:close() end
   end)
 
   -- Nothing was sent since the marker query: the backend's last statement is still it.
@@ -35,16 +21,16 @@ describe("regress 032: placeholders are checked against the parameters at the ca
   it("a $n beyond the parameters given", function()
     local marker = "SELECT 'r032 a'"
     conn:execute(marker):await()
-    local err = interface_error(conn.execute, conn, "SELECT $1::int, $2::int", {1})
+    local err = H.interface_error(conn.execute, conn, "SELECT $1::int, $2::int", {1})
     assert.matches("$2", err.message, 1, true)
     assert.matches("1 parameter", err.message, 1, true)
-    err = interface_error(conn.execute, conn, "SELECT $1::int + $3::int", {1, 2})
+    err = H.interface_error(conn.execute, conn, "SELECT $1::int + $3::int", {1, 2})
     assert.matches("$3", err.message, 1, true)
-    interface_error(conn.transaction, conn, {"SELECT 1", {"SELECT $2::int", {1}}})
-    interface_error(conn.mogrify, conn, "SELECT $2", {1})
-    err = interface_error(conn.execute, conn, "SELECT $0", {1})
+    H.interface_error(conn.transaction, conn, {"SELECT 1", {"SELECT $2::int", {1}}})
+    H.interface_error(conn.mogrify, conn, "SELECT $2", {1})
+    err = H.interface_error(conn.execute, conn, "SELECT $0", {1})
     assert.matches("$0", err.message, 1, true)
-    interface_error(conn.execute, conn, "SELECT $65536", {1})
+    H.interface_error(conn.execute, conn, "SELECT $65536", {1})
     nothing_sent(marker)
     assert.same({3}, conn:execute("SELECT $1::int + 2", {1}):await():fetchone())
   end)
@@ -52,10 +38,10 @@ describe("regress 032: placeholders are checked against the parameters at the ca
   it("named parameters for $n SQL, and $n mixed with :names", function()
     local marker = "SELECT 'r032 b'"
     conn:execute(marker):await()
-    local err = interface_error(conn.execute, conn, "SELECT $1::int", {a = 1})
+    local err = H.interface_error(conn.execute, conn, "SELECT $1::int", {a = 1})
     assert.matches("names", err.message, 1, true)
     assert.matches("$1", err.message, 1, true)
-    err = interface_error(conn.execute, conn, "SELECT :a::int + $1::int", {a = 1})
+    err = H.interface_error(conn.execute, conn, "SELECT :a::int + $1::int", {a = 1})
     assert.matches("mixes", err.message, 1, true)
     nothing_sent(marker)
   end)
@@ -63,9 +49,9 @@ describe("regress 032: placeholders are checked against the parameters at the ca
   it("positional parameters for :name SQL", function()
     local marker = "SELECT 'r032 c'"
     conn:execute(marker):await()
-    local err = interface_error(conn.execute, conn, "SELECT :a::int", {1})
+    local err = H.interface_error(conn.execute, conn, "SELECT :a::int", {1})
     assert.matches(":name", err.message, 1, true)
-    interface_error(conn.execute, conn, "SELECT :a::int, :b::int", table.pack(1, 2))
+    H.interface_error(conn.execute, conn, "SELECT :a::int, :b::int", table.pack(1, 2))
     nothing_sent(marker)
   end)
 
@@ -82,9 +68,9 @@ describe("regress 032: placeholders are checked against the parameters at the ca
     local pool = momoko.Pool{dsn = H.dsn}
     pool:connect():await()
     local ok, err = pcall(function()
-      interface_error(pool.execute, pool, "SELECT $2", {1})
-      interface_error(pool.execute, pool, "SELECT :x", {1})
-      interface_error(pool.mogrify, pool, "SELECT $1", {x = 1})
+      H.interface_error(pool.execute, pool, "SELECT $2", {1})
+      H.interface_error(pool.execute, pool, "SELECT :x", {1})
+      H.interface_error(pool.mogrify, pool, "SELECT $1", {x = 1})
       assert.same({2}, pool:execute("SELECT $1::int", {2}):await():fetchone())
     end)
     pool:close()

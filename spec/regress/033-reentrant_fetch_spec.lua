@@ -12,14 +12,7 @@ local POINT = 600
 
 describe("regress 033: fetches are safe against re-entrant fetches from decoders", function()
   local conn
-
-  lazy_setup(function()
-    conn = momoko.connect(H.dsn):await()
-  end)
-
-  lazy_teardown(function()
-    if conn then conn:close() end
-  end)
+  H.block_connection(H.dsn, function(c) conn = c end)
 
   after_each(function()
     momoko.register_type(POINT, nil)

@@ -4,25 +4,10 @@
 local momoko = require "momoko"
 local H = require "helper"
 
-local function interface_error(fn, ...)
-  local err = H.error_of(fn, ...)
-  assert.is_not_nil(err, "expected the call to raise")
-  H.assert_kind("InterfaceError", err)
-  return err
-end
-
 describe("regress 034: escape_literal, escape_identifier, pid, transaction_status", function()
-  local conn, app
-
-  lazy_setup(function()
-    local dsn
-    dsn, app = H.app_dsn("regress_034")
-    conn = momoko.connect(dsn):await()
-  end)
-
-  lazy_teardown(function()
-    if conn then conn:close() end
-  end)
+  local dsn, app = H.app_dsn("regress_034")
+  local conn
+  H.block_connection(dsn, function(c) conn = c end)
 
   it("escape_literal quotes for this connection; the server reads back the same string", function()
     assert.equal("'it''s'", conn:escape_literal("it's"))
@@ -53,13 +38,13 @@ describe("regress 034: escape_literal, escape_identifier, pid, transaction_statu
   it("refuses non-strings, NUL bytes, invalid text and a connection that is not connected", function()
     for _, fn in ipairs({conn.escape_literal, conn.escape_identifier}) do
       for _, bad in ipairs({5, true, {}}) do
-        assert.matches("string expected", interface_error(fn, conn, bad).message)
+        assert.matches("string expected", H.interface_error(fn, conn, bad).message)
       end
-      interface_error(fn, conn)
-      assert.matches("NUL", interface_error(fn, conn, "a\0b").message)
-      interface_error(fn, conn, "broken \xe4")
+      H.interface_error(fn, conn)
+      assert.matches("NUL", H.interface_error(fn, conn, "a\0b").message)
+      H.interface_error(fn, conn, "broken \xe4")
       local fresh = momoko.Connection(H.dsn)
-      assert.matches("not connected", interface_error(fn, fresh, "x").message)
+      assert.matches("not connected", H.interface_error(fn, fresh, "x").message)
       fresh:close()
     end
     assert.equal("'still fine'", conn:escape_literal("still fine"))

@@ -1,7 +1,11 @@
 -- Shared by the specs: the throwaway server's DSN (from scripts/test), server-side
--- checks through psql (independent of momoko), and bounded waiting on conditions.
+-- checks through psql (independent of momoko), bounded waiting on conditions, and the
+-- set-up and checks that several specs share.
 local momoko = require "momoko"
 local luassert = require "luassert" -- busted's assert (specs get it as their global)
+-- busted's spec API (lazy_setup, before_each, ...), for the helpers that add hooks to the
+-- describe block they are called in; specs get these functions as globals, modules do not
+local busted = require "busted"
 
 local H = {}
 
@@ -71,6 +75,66 @@ function H.run_lua(code)
   local ok = p:close()
   os.remove(path)
   return out, ok == true
+end
+
+--- Opens one connection to dsn before the first test of the describe block this is
+--- called in (lazy_setup) and closes it after the block's last test (lazy_teardown).
+--- opened(conn) gets the new connection, for the block to keep it in a local (and to
+--- prepare it, e.g. run a first query).
+function H.block_connection(dsn, opened)
+  local conn
+  busted.lazy_setup(function()
+    conn = momoko.connect(dsn):await()
+    opened(conn)
+  end)
+  busted.lazy_teardown(function()
+    if conn then conn:close() end
+  end)
+end
+
+--- Collects what reaches momoko.on_error during each test of the describe block this is
+--- called in. Returns the list: emptied before each test, when the collecting handler is
+--- set (before_each); the default handler is back after each test (after_each).
+function H.collect_reports()
+  local reported = {}
+  busted.before_each(function()
+    for i = #reported, 1, -1 do reported[i] = nil end
+    momoko.on_error(function(e) reported[#reported + 1] = e end)
+  end)
+  busted.after_each(function()
+    momoko.on_error(nil)
+  end)
+  return reported
+end
+
+--- Runs fn(), the body of a spec that uses resource (a Connection or Pool); then, also
+--- when fn failed (e.g. an assertion), closes resource and asserts that no backend of app
+--- is left; then raises fn's error again, if any.
+function H.close_after(resource, app, fn)
+  local ok, err = pcall(fn)
+  resource:close()
+  luassert.is_true(H.no_backends(app))
+  if not ok then error(err, 0) end
+end
+
+--- Runs full garbage collections until finalizers, and the handle closes they start on
+--- the loop, are done: `rounds` times, two collectgarbage() then ms milliseconds of loop.
+function H.collect_garbage(rounds, ms)
+  for _ = 1, rounds do
+    collectgarbage()
+    collectgarbage()
+    momoko.sleep(ms):await()
+  end
+end
+
+--- Runs code in a child lua5.4 (see H.run_lua) with its stdout unbuffered, so that what
+--- it prints and what goes to stderr come in the order written, and asserts that it exits
+--- 0 and that its whole output is exactly these lines, each ended by "\n".
+function H.assert_child_output(code, lines)
+  -- on the code's first line: line numbers in the child's messages stay the code's own
+  local out, ok = H.run_lua('io.stdout:setvbuf("no") ' .. code)
+  luassert.is_true(ok, out)
+  luassert.equal(table.concat(lines, "\n") .. "\n", out)
 end
 
 --- The pids of app's backends, sorted.
@@ -178,6 +242,15 @@ function H.assert_kind(kind, err)
   luassert.equal(momoko.Error, getmetatable(err), "not a momoko error: " .. tostring(err))
   luassert.equal(kind, err.kind, tostring(err))
   luassert.is_true(momoko.is(err, kind))
+end
+
+--- The InterfaceError fn(...) raises at the call (asserts that it raises one, and that
+--- it is a momoko error of exactly that kind).
+function H.interface_error(fn, ...)
+  local err = H.error_of(fn, ...)
+  luassert.is_not_nil(err, "expected the call to raise")
+  H.assert_kind("InterfaceError", err)
+  return err
 end
 
 --- Asserts that future f is done and failed with an InterfaceError "connection closed"

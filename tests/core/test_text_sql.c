@@ -512,72 +512,62 @@ static void test_writer(void) {
   static const char *const strs[] = {"a", "say \"hi\"", "back\\slash", "", "NULL", " x ", "a,b;c",
                                      "{}"};
   static const char *const raw[] = {"\x01\xff", "", "AB"};
+  /* Scripts for check_writer: the steps and the values they take, then the code, the text
+   * (NULL: not checked) and the array type (~0u: not checked) the writer must give. */
+  static const struct {
+    wscript sc;
+    int rc;
+    const char *text;
+    unsigned type;
+    const char *desc;
+  } cases[] = {
+    {{"{}", ints, dbls, strs}, 0, "{}", 0, "writer: an empty array is untyped"},
+    {{"{iii}", ints, dbls, strs}, 0, "{1,-2,2147483647}", 1007,
+     "writer: integers within 32 bits are int4[]"},
+    {{"{iiiiiii}", ints, dbls, strs}, 0,
+     "{1,-2,2147483647,-2147483648,2147483648,-9223372036854775808,9223372036854775807}", 1016,
+     "writer: one integer beyond 32 bits makes int8[]"},
+    {{"{{i}{i}}", big, dbls, strs}, 0, "{{1},{2147483648}}", 1016, "writer: int8[] in a sub-array"},
+    {{"{Nii}", small, dbls, strs}, 0, "{NULL,-2147483648,2147483647}", 1007, "writer: int4 bounds, NULL"},
+    {{"{i}", below, dbls, strs}, 0, "{-2147483649}", 1016, "writer: just below int4"},
+    {{"{ddddd}", ints, dbls, strs}, 0,
+     "{1.5,-0,0.10000000000000001,1.0000000000000001e+300,4.9406564584124654e-324}", 1022,
+     "writer: floats with 17 significant digits"},
+    {{"{id}", ints, dbls, strs}, 0, "{1,1.5}", 1022, "writer: integers and floats are float8[]"},
+    {{"{tfN}", ints, dbls, strs}, 0, "{t,f,NULL}", 1000, "writer: booleans are bool[]"},
+    {{"{ti}", ints, dbls, strs}, 0, "{t,1}", 0, "writer: booleans with numbers are untyped"},
+    {{"{NN}", ints, dbls, strs}, 0, "{NULL,NULL}", 0, "writer: NULLs only are untyped"},
+    {{"{ssssssss}", ints, dbls, strs}, 0,
+     "{\"a\",\"say \\\"hi\\\"\",\"back\\\\slash\",\"\",\"NULL\",\" x \",\"a,b;c\",\"{}\"}", 0,
+     "writer: strings are quoted, quotes and backslashes escaped"},
+    {{"{si}", ints, dbls, strs}, 0, "{\"a\",1}", 0, "writer: strings with numbers are untyped"},
+    {{"{bbb}", ints, dbls, raw}, 0, "{\"\\\\x01ff\",\"\\\\x\",\"\\\\x4142\"}", 0,
+     "writer: bytea elements in hex form"},
+    {{"{{{{{{i}}}}}}", ints, dbls, strs}, 0, "{{{{{{1}}}}}}", 1007, "writer: MK_TEXT_MAXDEPTH levels"},
+    {{"{{{{{{{", ints, dbls, strs}, MK_TEXT_EDEPTH, "{{{{{{", ~0u, "writer: one level more is EDEPTH"},
+    {{"{i{", ints, dbls, strs}, MK_TEXT_EMIXED, NULL, ~0u, "writer: a sub-array after a value is EMIXED"},
+    {{"{{}i", ints, dbls, strs}, MK_TEXT_EMIXED, NULL, ~0u, "writer: a value after a sub-array is EMIXED"},
+    {{"{{i}{N}{}}", ints, dbls, strs}, 0, "{{1},{NULL},{}}", 1007,
+     "writer: sub-arrays, the delimiter between them"},
+    {{"i", ints, dbls, strs}, MK_TEXT_ESTATE, "", ~0u, "writer: an element outside any array is ESTATE"},
+    {{"}", ints, dbls, strs}, MK_TEXT_ESTATE, "", ~0u, "writer: a close with none open is ESTATE"},
+    {{"{}{", ints, dbls, strs}, MK_TEXT_ESTATE, "{}", ~0u, "writer: nothing after the outermost close"},
+    {{"{}N", ints, dbls, strs}, MK_TEXT_ESTATE, "{}", ~0u, "writer: no element after the outermost close"},
+  };
   char nan_inf[3][MK_TEXT_NUMLEN];
   double special[3];
   mk_buf b;
   mk_array_writer w;
   wscript sc;
+  size_t i;
 
   memset(&sc, 0, sizeof sc);
   sc.ints = ints;
   sc.dbls = dbls;
   sc.strs = strs;
 
-  sc.steps = "{}";
-  check_writer(&sc, 0, "{}", 0, "writer: an empty array is untyped");
-  sc.steps = "{iii}";
-  check_writer(&sc, 0, "{1,-2,2147483647}", 1007, "writer: integers within 32 bits are int4[]");
-  sc.steps = "{iiiiiii}";
-  check_writer(&sc, 0, "{1,-2,2147483647,-2147483648,2147483648,-9223372036854775808,9223372036854775807}",
-               1016, "writer: one integer beyond 32 bits makes int8[]");
-  sc.ints = big;
-  sc.steps = "{{i}{i}}";
-  check_writer(&sc, 0, "{{1},{2147483648}}", 1016, "writer: int8[] in a sub-array");
-  sc.ints = small;
-  sc.steps = "{Nii}";
-  check_writer(&sc, 0, "{NULL,-2147483648,2147483647}", 1007, "writer: int4 bounds, NULL");
-  sc.ints = below;
-  sc.steps = "{i}";
-  check_writer(&sc, 0, "{-2147483649}", 1016, "writer: just below int4");
-  sc.ints = ints;
-  sc.steps = "{ddddd}";
-  check_writer(&sc, 0, "{1.5,-0,0.10000000000000001,1.0000000000000001e+300,4.9406564584124654e-324}", 1022,
-               "writer: floats with 17 significant digits");
-  sc.steps = "{id}";
-  check_writer(&sc, 0, "{1,1.5}", 1022, "writer: integers and floats are float8[]");
-  sc.steps = "{tfN}";
-  check_writer(&sc, 0, "{t,f,NULL}", 1000, "writer: booleans are bool[]");
-  sc.steps = "{ti}";
-  check_writer(&sc, 0, "{t,1}", 0, "writer: booleans with numbers are untyped");
-  sc.steps = "{NN}";
-  check_writer(&sc, 0, "{NULL,NULL}", 0, "writer: NULLs only are untyped");
-  sc.steps = "{ssssssss}";
-  check_writer(&sc, 0, "{\"a\",\"say \\\"hi\\\"\",\"back\\\\slash\",\"\",\"NULL\",\" x \",\"a,b;c\",\"{}\"}",
-               0, "writer: strings are quoted, quotes and backslashes escaped");
-  sc.steps = "{si}";
-  check_writer(&sc, 0, "{\"a\",1}", 0, "writer: strings with numbers are untyped");
-  sc.strs = raw;
-  sc.steps = "{bbb}";
-  check_writer(&sc, 0, "{\"\\\\x01ff\",\"\\\\x\",\"\\\\x4142\"}", 0, "writer: bytea elements in hex form");
-  sc.strs = strs;
-  sc.steps = "{{{{{{i}}}}}}";
-  check_writer(&sc, 0, "{{{{{{1}}}}}}", 1007, "writer: MK_TEXT_MAXDEPTH levels");
-  sc.steps = "{{{{{{{";
-  check_writer(&sc, MK_TEXT_EDEPTH, "{{{{{{", ~0u, "writer: one level more is EDEPTH");
-  sc.steps = "{i{";
-  check_writer(&sc, MK_TEXT_EMIXED, NULL, ~0u, "writer: a sub-array after a value is EMIXED");
-  sc.steps = "{{}i";
-  check_writer(&sc, MK_TEXT_EMIXED, NULL, ~0u, "writer: a value after a sub-array is EMIXED");
-  sc.steps = "{{i}{N}{}}";
-  check_writer(&sc, 0, "{{1},{NULL},{}}", 1007, "writer: sub-arrays, the delimiter between them");
-  sc.steps = "i";
-  check_writer(&sc, MK_TEXT_ESTATE, "", ~0u, "writer: an element outside any array is ESTATE");
-  sc.steps = "}";
-  check_writer(&sc, MK_TEXT_ESTATE, "", ~0u, "writer: a close with none open is ESTATE");
-  sc.steps = "{}{";
-  check_writer(&sc, MK_TEXT_ESTATE, "{}", ~0u, "writer: nothing after the outermost close");
-  sc.steps = "{}N";
-  check_writer(&sc, MK_TEXT_ESTATE, "{}", ~0u, "writer: no element after the outermost close");
+  for (i = 0; i < sizeof cases / sizeof *cases; i++)
+    check_writer(&cases[i].sc, cases[i].rc, cases[i].text, cases[i].type, cases[i].desc);
 
   mk_buf_init(&b);
   mk_array_writer_init(&w, &b, ',');
