@@ -482,11 +482,10 @@ static void take_result(mk_conn *c, mk_req *r, PGresult *res) {
       if (state && strncmp(state, "57P0", 4) == 0 && state[4] >= '1' && state[4] <= '3' &&
           !(r->flags & MK_REQ_TXN) && !r->results[0])
         r->may_have_run = 0;
-      mk_error_take_result(&r->err, res, PQstatus(c->pg) == CONNECTION_BAD);
       /* No SQLSTATE: libpq's own error. With the connection still up, that is libpq 15
        * refusing a malformed answer (it never makes PGRES_BAD_RESPONSE): the server's
        * fault, not the statement's, so OperationalError as for a lost connection. */
-      if (!state) r->err.kind = MK_ERR_OPERATIONAL;
+      mk_error_take_result(&r->err, res);
       return;
     }
     if (r->step == ROLLBACK_STEP(r) && (r->flags & MK_REQ_TXN)) {

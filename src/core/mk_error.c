@@ -74,14 +74,14 @@ void mk_error_set(mk_error *e, mk_kind kind, const char *msg) {
   }
 }
 
-void mk_error_take_result(mk_error *e, PGresult *res, int conn_bad) {
+void mk_error_take_result(mk_error *e, PGresult *res) {
   const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
   e->message = NULL;
   e->res = res;
   if (state)
     e->kind = mk_kind_of_sqlstate(state);
   else
-    e->kind = conn_bad ? MK_ERR_OPERATIONAL : MK_ERR_DATABASE;
+    e->kind = MK_ERR_OPERATIONAL;
 }
 
 const char *mk_error_message(const mk_error *e) {

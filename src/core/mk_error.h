@@ -44,8 +44,9 @@ mk_kind mk_kind_of_sqlstate(const char *sqlstate);
  * memory runs out the message is a fixed text; e stays valid either way. */
 void mk_error_set(mk_error *e, mk_kind kind, const char *msg);
 /* Takes ownership of an error result: kind from its SQLSTATE, or, when it has none
- * (libpq's own errors), OperationalError if conn_bad else DatabaseError. */
-void mk_error_take_result(mk_error *e, PGresult *res, int conn_bad);
+ * (libpq's own errors: a lost connection, or an answer libpq could not understand, the
+ * server's fault either way), OperationalError. */
+void mk_error_take_result(mk_error *e, PGresult *res);
 /* The message to show: the server's primary message or the stored text. */
 const char *mk_error_message(const mk_error *e);
 void mk_error_clear(mk_error *e);
