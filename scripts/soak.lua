@@ -105,7 +105,8 @@ local function worker(w)
     n = n + 1
     local op = ops[(w + n) % #ops + 1]
     stats.issued = stats.issued + 1 -- one user request: one outcome
-    outcome(pcall(op, w * 100000 + n))
+    local ok, err = pcall(op, w * 100000 + n)
+    outcome(ok, err)
     if not ok then momoko.sleep(20):await() end
   end
 end
@@ -127,26 +128,32 @@ local function restart(label)
   print(string.format("%s done at %.1f s", label, now() - t0))
 end
 
--- The chaos. Warm-up: 2 s of load, one restart (the allocator reaches the high-water
--- mark of a reconnect storm: 200 waiting workers and every connection reopened), 2 s
--- more; then RESTARTS restarts spread over the rest of the run, with random backend
--- kills in between.
+-- ms of load with, every 250 ms, a 30% chance that a random backend of the pool is killed.
+local function kill_backends_for(ms)
+  for _ = 1, ms // 250 do
+    momoko.sleep(250):await()
+    if math.random() < 0.3 then
+      background("env -u LD_PRELOAD psql -X -q -c \"SELECT pg_terminate_backend(pid) FROM pg_stat_activity " ..
+                 "WHERE application_name = '" .. app .. "' ORDER BY random() LIMIT 1\"")
+    end
+  end
+end
+
+-- The chaos. Warm-up: 2 s of load, one restart (a reconnect storm: 200 waiting workers
+-- and every connection reopened), then 8 s of load with backend kills (replays, pool
+-- growth to max_size, shrinking), so that the allocator has met every kind of work at
+-- its peak before RSS is taken; then RESTARTS restarts spread over the rest of the run,
+-- with backend kills in between.
 local chaos = momoko.spawn(function()
   momoko.sleep(2000):await()
   restart("warm-up restart")
-  momoko.sleep(2000):await()
+  kill_backends_for(8000)
   collectgarbage()
   warm_rss = rss_kib()
   print(string.format("RSS after warm-up: %d KiB, Lua heap %.0f KiB", warm_rss, collectgarbage("count")))
   local restart_every = math.floor((seconds - (now() - t0)) * 1000 / (RESTARTS + 1))
   for r = 1, RESTARTS do
-    for _ = 1, restart_every // 250 do
-      momoko.sleep(250):await()
-      if math.random() < 0.3 then
-        background("env -u LD_PRELOAD psql -X -q -c \"SELECT pg_terminate_backend(pid) FROM pg_stat_activity " ..
-                   "WHERE application_name = '" .. app .. "' ORDER BY random() LIMIT 1\"")
-      end
-    end
+    kill_backends_for(restart_every)
     restart("restart " .. r)
   end
   while now() - t0 < seconds do momoko.sleep(100):await() end
