@@ -80,6 +80,7 @@ struct mk_pool {
   int reconnect_armed;
   mk_timer *shrink_timer;
   mk_timer *later_timer; /* gives back what putconn_later marked */
+  int later_unarmed;     /* its start failed: dispatch tries again */
   mk_timer *lifetime_timer; /* closes free connections whose max_lifetime ended */
   uint64_t lifetime_due;    /* when lifetime_timer fires (0: not armed) */
   uint64_t rng;             /* xorshift state for the lifetime jitter */
@@ -504,7 +505,12 @@ static void arm_retry(mk_pool *p) {
   int why;
   if (p->closed || !p->started || p->nconnecting > 0 || p->reconnect_armed || !needs_conn(p, &why)) return;
   p->reconnect_armed = 1;
-  mk_timer_start(p->reconnect_timer, (uint64_t)p->o.reconnect_interval_ms);
+  if (mk_timer_start(p->reconnect_timer, (uint64_t)p->o.reconnect_interval_ms) < 0) {
+    /* not armed: the next keep_size or grow tries again; meanwhile waiters that no
+     * connection can serve fail (check_available) rather than wait for nothing */
+    p->reconnect_armed = 0;
+    snprintf(p->last_error, sizeof p->last_error, "cannot start the reconnect timer");
+  }
 }
 
 static void on_reconnect_timer(void *ud) {
@@ -696,6 +702,7 @@ static int free_conn_dead(mk_pconn *pc) {
 
 /* Hands free connections to waiters, oldest waiter first, then grows for the rest. */
 static void dispatch(mk_pool *p) {
+  if (p->later_unarmed && mk_timer_start(p->later_timer, 0) == 0) p->later_unarmed = 0;
   while (!p->closed && p->wait_head && p->free_head) {
     mk_wait *w = p->wait_head;
     mk_pconn *pc = p->free_head;
@@ -782,7 +789,8 @@ static void on_shrink_timer(void *ud) {
   while (!p->closed && p->nalive > p->o.size && p->free_tail &&
          now - p->free_tail->last_used >= (uint64_t)p->o.shrink_delay_ms)
     discard(p, p->free_tail);
-  if (!p->closed) mk_timer_start(p->shrink_timer, (uint64_t)p->o.shrink_period_ms);
+  /* not armed again (it cannot fail on Linux): shrinking stops, nothing waits for it */
+  if (!p->closed) (void)mk_timer_start(p->shrink_timer, (uint64_t)p->o.shrink_period_ms);
   leave(p);
 }
 
@@ -804,7 +812,8 @@ static void on_later_timer(void *ud) {
 
 void mk_pool_putconn_later(mk_pool *p, mk_pconn *pc) {
   pc->give_back_later = 1;
-  mk_timer_start(p->later_timer, 0);
+  /* if the timer cannot start, the next dispatch (any request or getconn) starts it */
+  if (mk_timer_start(p->later_timer, 0) < 0) p->later_unarmed = 1;
 }
 
 /* API */
@@ -863,7 +872,8 @@ int mk_pool_connect(mk_pool *p) {
   p->started = 1;
   p->initial_left = p->o.size;
   for (i = 0; i < p->o.size && !p->closed; i++) open_conn(p, OPEN_INITIAL);
-  if (p->o.auto_shrink && !p->closed) mk_timer_start(p->shrink_timer, (uint64_t)p->o.shrink_period_ms);
+  /* (cannot fail on Linux; if it did, the pool only never shrinks) */
+  if (p->o.auto_shrink && !p->closed) (void)mk_timer_start(p->shrink_timer, (uint64_t)p->o.shrink_period_ms);
   leave(p);
   return 0;
 }
