@@ -1067,17 +1067,22 @@ int mk_conn_submit(mk_conn *c, mk_req *r) {
 }
 
 int mk_conn_cancel(mk_conn *c, mk_req *r) {
-  int done = 1;
   if (r->conn != c) return 0;
   enter(c);
   if (c->inflight == r) {
-    done = send_cancel(c) == 0;
+    if (send_cancel(c) < 0) {
+      /* no cancel request can be sent (no memory, no thread): the connection is
+       * closed rather than left running what the caller asked to stop */
+      mk_req_fail(r, MK_ERR_QUERY_CANCELED,
+                  "canceling statement due to user request: the cancel request could not be sent, connection closed");
+      lost(c);
+    }
   } else {
     mk_req_fail(r, MK_ERR_QUERY_CANCELED, "canceling statement due to user request (it was not sent yet)");
     complete(c, r);
   }
   leave(c);
-  return done;
+  return 1;
 }
 
 void mk_conn_close(mk_conn *c) {

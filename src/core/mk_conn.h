@@ -63,8 +63,10 @@ int mk_conn_submit(mk_conn *c, mk_req *r);
  * of its own, see mk_cancel.h). Nothing new is sent on c until that cancel request
  * was delivered, so that it cannot hit the next request; its end wakes the loop. One
  * not delivered within connect_timeout (10 s without one) closes c, as if it was lost
- * (hooks->lost; its requests fail with OperationalError). Returns 1 if anything was
- * done, 0 if r is not on c. */
+ * (hooks->lost; its requests fail with OperationalError). If no cancel request can be
+ * started (memory, threads), c is closed at once (hooks->lost): r fails with
+ * QueryCanceledError, the rest with OperationalError. Returns 1 whenever r is on c (r
+ * then ends as cancelled unless it completes first), 0 if r is not on c. */
 int mk_conn_cancel(mk_conn *c, mk_req *r);
 /* Closes: every request completes with InterfaceError("connection closed") before this
  * returns; a running query is cancelled on the server. Idempotent. */

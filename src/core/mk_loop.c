@@ -10,6 +10,7 @@ struct mk_io {
   uv_poll_t poll;
   mk_io_fn cb;
   void *ud;
+  int armed; /* the libuv events uv_poll_start was last given; 0 while stopped */
 };
 
 struct mk_timer {
@@ -24,6 +25,8 @@ static void free_handle(uv_handle_t *h) { free(h); }
 static void io_cb(uv_poll_t *p, int status, int events) {
   mk_io *io = (mk_io *)p;
   int ev = 0;
+  /* on an error libuv has stopped the watcher itself: the next watch must start it */
+  if (status < 0) io->armed = 0;
   if (events & UV_READABLE) ev |= MK_READ;
   if (events & UV_WRITABLE) ev |= MK_WRITE;
   io->cb(io->ud, ev, status);
@@ -46,15 +49,24 @@ mk_io *mk_io_new(mk_loop *loop, int fd, mk_io_fn cb, void *ud, int *err) {
   io->poll.data = NULL; /* nothing of ours for other walkers of the loop (luv) */
   io->cb = cb;
   io->ud = ud;
+  io->armed = 0;
   return io;
 }
 
 int mk_io_watch(mk_io *io, int events) {
-  int uev = 0;
-  if (events == 0) return uv_poll_stop(&io->poll);
+  int uev = 0, rc;
   if (events & MK_READ) uev |= UV_READABLE;
   if (events & MK_WRITE) uev |= UV_WRITABLE;
-  return uv_poll_start(&io->poll, uev, io_cb);
+  /* uv_poll_start (libuv 1.44) deletes and re-adds the fd in epoll on every call, even
+   * with the mask it has: call libuv only when the mask changes */
+  if (uev == io->armed) return 0;
+  if (uev == 0) {
+    io->armed = 0;
+    return uv_poll_stop(&io->poll);
+  }
+  rc = uv_poll_start(&io->poll, uev, io_cb);
+  io->armed = rc < 0 ? 0 : uev; /* a failed start leaves the watcher stopped */
+  return rc;
 }
 
 void mk_io_keepalive(mk_io *io, int on) {

@@ -24,7 +24,9 @@ typedef void (*mk_timer_fn)(void *ud);
 /* Watches fd on loop. Returns NULL if memory ran out or libuv refused the fd
  * (*err then holds the libuv error code, when err is not NULL). */
 mk_io *mk_io_new(mk_loop *loop, int fd, mk_io_fn cb, void *ud, int *err);
-/* Sets the events to watch (0 stops watching). Returns 0 or a negative libuv error. */
+/* Sets the events to watch (0 stops watching). Calls libuv only when they differ from
+ * the armed ones (or libuv stopped the watcher after an error). Returns 0 or a negative
+ * libuv error (the watcher is then stopped). */
 int mk_io_watch(mk_io *io, int events);
 /* Whether the watcher keeps the loop running (uv_run returns when only watchers that
  * do not are left). New watchers do. */

@@ -54,7 +54,9 @@ typedef struct mk_wait {
   mk_req *ping_req;        /* getconn's ping in flight */
   mk_pconn *pc;            /* the connection it runs or pings on */
   int retried;
-  mk_timer *timer;         /* acquire_timeout */
+  mk_timer *timer;         /* acquire_timeout: armed while queued, closed at the end */
+  uint64_t waited;         /* ms spent queued before the current stay */
+  uint64_t since;          /* loop time the current stay in the queue began */
 } mk_wait;
 
 struct mk_pool {
@@ -78,6 +80,7 @@ struct mk_pool {
   int reconnect_armed;
   mk_timer *shrink_timer;
   mk_timer *later_timer; /* gives back what putconn_later marked */
+  int later_unarmed;     /* its start failed: dispatch tries again */
   mk_timer *lifetime_timer; /* closes free connections whose max_lifetime ended */
   uint64_t lifetime_due;    /* when lifetime_timer fires (0: not armed) */
   uint64_t rng;             /* xorshift state for the lifetime jitter */
@@ -170,6 +173,26 @@ static void wait_stop_timer(mk_wait *w) {
   w->timer = NULL;
 }
 
+/* Starts w's acquire_timeout for what is left of it: the time spent queued counts in
+ * total, over every stay in the queue (a replay or a failed ping queues w again).
+ * Returns 0 or a negative libuv error. */
+static int wait_arm(mk_pool *p, mk_wait *w) {
+  uint64_t limit = (uint64_t)p->o.acquire_timeout_ms;
+  int rc;
+  if (!w->timer) return 0;
+  rc = mk_timer_start(w->timer, w->waited < limit ? limit - w->waited : 0);
+  w->since = mk_loop_now(p->loop); /* mk_timer_start brought the clock up to date */
+  return rc;
+}
+
+/* w leaves the queue for a connection: its acquire_timeout pauses. */
+static void wait_pause(mk_pool *p, mk_wait *w) {
+  uint64_t now = mk_loop_now(p->loop);
+  if (!w->timer) return;
+  mk_timer_stop(w->timer);
+  if (now > w->since) w->waited += now - w->since;
+}
+
 /* Ends w with err (NULL: success for a request, whose r carries its outcome). Frees w;
  * calls back the owner. */
 static void finish(mk_pool *p, mk_wait *w, mk_kind kind, const char *msg) {
@@ -197,6 +220,19 @@ static void finish(mk_pool *p, mk_wait *w, mk_kind kind, const char *msg) {
 /* Fails every waiter (requests and getconns) with kind and msg. */
 static void fail_waiters(mk_pool *p, mk_kind kind, const char *msg) {
   while (p->wait_head) finish(p, p->wait_head, kind, msg);
+}
+
+/* Puts w back at the head of the queue (its connection died or could not take it),
+ * with the rest of its acquire_timeout; if that cannot be armed, w fails now rather
+ * than wait without limit. */
+static void requeue(mk_pool *p, mk_wait *w) {
+  int rc;
+  wait_push(p, w, 1);
+  if ((rc = wait_arm(p, w)) < 0) {
+    char msg[160];
+    snprintf(msg, sizeof msg, "could not start the acquire_timeout timer: %s", mk_loop_strerror(rc));
+    finish(p, w, MK_ERR_INTERFACE, msg);
+  }
 }
 
 static void on_acquire_timeout(void *ud) {
@@ -469,7 +505,12 @@ static void arm_retry(mk_pool *p) {
   int why;
   if (p->closed || !p->started || p->nconnecting > 0 || p->reconnect_armed || !needs_conn(p, &why)) return;
   p->reconnect_armed = 1;
-  mk_timer_start(p->reconnect_timer, (uint64_t)p->o.reconnect_interval_ms);
+  if (mk_timer_start(p->reconnect_timer, (uint64_t)p->o.reconnect_interval_ms) < 0) {
+    /* not armed: the next keep_size or grow tries again; meanwhile waiters that no
+     * connection can serve fail (check_available) rather than wait for nothing */
+    p->reconnect_armed = 0;
+    snprintf(p->last_error, sizeof p->last_error, "cannot start the reconnect timer");
+  }
 }
 
 static void on_reconnect_timer(void *ud) {
@@ -563,7 +604,7 @@ static void pool_req_done(mk_req *r, void *ud) {
       w->retried = 1;
       p->counters.retries++;
       mk_req_reset(r);
-      wait_push(p, w, 1);
+      requeue(p, w);
       keep_size(p);
       dispatch(p);
       leave(p);
@@ -604,7 +645,7 @@ static void ping_done(mk_req *r, void *ud) {
     if (p->closed) {
       finish(p, w, MK_ERR_POOL, "pool is closed");
     } else {
-      wait_push(p, w, 1);
+      requeue(p, w);
       keep_size(p);
       dispatch(p);
     }
@@ -629,7 +670,7 @@ static void reserve(mk_pool *p, mk_wait *w, mk_pconn *pc) {
     }
     mk_req_free(r);
     discard(p, pc);
-    wait_push(p, w, 1);
+    requeue(p, w);
     keep_size(p);
     return;
   }
@@ -661,6 +702,7 @@ static int free_conn_dead(mk_pconn *pc) {
 
 /* Hands free connections to waiters, oldest waiter first, then grows for the rest. */
 static void dispatch(mk_pool *p) {
+  if (p->later_unarmed && mk_timer_start(p->later_timer, 0) == 0) p->later_unarmed = 0;
   while (!p->closed && p->wait_head && p->free_head) {
     mk_wait *w = p->wait_head;
     mk_pconn *pc = p->free_head;
@@ -671,12 +713,12 @@ static void dispatch(mk_pool *p) {
     }
     wait_unlink(p, w);
     free_unlink(p, pc);
-    wait_stop_timer(w);
+    wait_pause(p, w); /* closed once w ends or has its connection for good */
     p->counters.acquired++;
     if (w->r) {
       if (run_on(w, pc) < 0) {
         discard(p, pc);
-        wait_push(p, w, 1);
+        requeue(p, w);
         keep_size(p);
       }
     } else {
@@ -747,7 +789,8 @@ static void on_shrink_timer(void *ud) {
   while (!p->closed && p->nalive > p->o.size && p->free_tail &&
          now - p->free_tail->last_used >= (uint64_t)p->o.shrink_delay_ms)
     discard(p, p->free_tail);
-  if (!p->closed) mk_timer_start(p->shrink_timer, (uint64_t)p->o.shrink_period_ms);
+  /* not armed again (it cannot fail on Linux): shrinking stops, nothing waits for it */
+  if (!p->closed) (void)mk_timer_start(p->shrink_timer, (uint64_t)p->o.shrink_period_ms);
   leave(p);
 }
 
@@ -769,7 +812,8 @@ static void on_later_timer(void *ud) {
 
 void mk_pool_putconn_later(mk_pool *p, mk_pconn *pc) {
   pc->give_back_later = 1;
-  mk_timer_start(p->later_timer, 0);
+  /* if the timer cannot start, the next dispatch (any request or getconn) starts it */
+  if (mk_timer_start(p->later_timer, 0) < 0) p->later_unarmed = 1;
 }
 
 /* API */
@@ -828,7 +872,8 @@ int mk_pool_connect(mk_pool *p) {
   p->started = 1;
   p->initial_left = p->o.size;
   for (i = 0; i < p->o.size && !p->closed; i++) open_conn(p, OPEN_INITIAL);
-  if (p->o.auto_shrink && !p->closed) mk_timer_start(p->shrink_timer, (uint64_t)p->o.shrink_period_ms);
+  /* (cannot fail on Linux; if it did, the pool only never shrinks) */
+  if (p->o.auto_shrink && !p->closed) (void)mk_timer_start(p->shrink_timer, (uint64_t)p->o.shrink_period_ms);
   leave(p);
   return 0;
 }
@@ -862,7 +907,7 @@ static mk_wait *new_wait(mk_pool *p) {
   w->pool = p;
   if (p->o.acquire_timeout_ms > 0) {
     w->timer = mk_timer_new(p->loop, on_acquire_timeout, w);
-    if (!w->timer || mk_timer_start(w->timer, (uint64_t)p->o.acquire_timeout_ms) < 0) {
+    if (!w->timer || wait_arm(p, w) < 0) {
       mk_timer_close(w->timer);
       free(w);
       return NULL;

@@ -65,7 +65,8 @@ int mk_pool_connect(mk_pool *p);
  * *why set; no connection can be opened: MK_ERR_NOT_AVAILABLE). r stays the caller's
  * when refused. */
 int mk_pool_submit(mk_pool *p, mk_req *r, const char **why);
-/* Cancels r (queued: completes with QueryCanceledError; running: cancel sent). */
+/* Cancels r (queued: completes with QueryCanceledError; running: as mk_conn_cancel).
+ * Returns 1 if r was queued or running, 0 if it is no longer the pool's (completed). */
 int mk_pool_cancel(mk_pool *p, mk_req *r);
 /* Reserves a connection; got() runs when one is ready (pinged first when ping is set
  * and the connection was idle for a second or more), or with the error that ended the
