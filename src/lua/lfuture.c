@@ -4,7 +4,7 @@
  * coroutines and done callbacks). Whoever will resolve a future keeps a registry
  * reference to it, so a future nobody else references still completes.
  * Every error raised in a coroutine is meant for a momoko lua_resume (lmk_resume),
- * which routes it: an await raises only when momoko is below it (lmk_in_momoko), and
+ * which routes it: an await raises only when momoko is below it (lmk_may_raise), and
  * otherwise waits for the next loop turn (defer). */
 #include "lfuture.h"
 
@@ -130,7 +130,7 @@ static int defer(lua_State *L);
 
 /* The await of the coroutine L goes on after a resume. A pending future: someone else
  * resumed it, wait on (it is still a waiter). A failed one raises only when momoko is
- * below (lmk_in_momoko): an error must never unwind into a loop callback of someone
+ * below (lmk_may_raise): an error must never unwind into a loop callback of someone
  * else (luv's would end the process), so outside momoko the coroutine waits for the
  * next loop turn, when momoko resumes it. */
 static int await_k(lua_State *L, int status, lua_KContext ctx) {
@@ -139,7 +139,7 @@ static int await_k(lua_State *L, int status, lua_KContext ctx) {
   (void)ctx;
   lua_settop(L, 1);
   if (f->state == PENDING) return lua_yieldk(L, 0, 0, await_k);
-  if (f->state == FAILED && !lmk_in_momoko(lmk_state_of(L))) return defer(L);
+  if (f->state == FAILED && !lmk_may_raise(lmk_state_of(L), L)) return defer(L);
   return outcome(L, f);
 }
 
@@ -168,7 +168,7 @@ static int f_await(lua_State *L) {
       return lua_yieldk(L, 0, 0, await_k);
     }
     run_until_done(L, st, f);
-  } else if (lua_isyieldable(L) && !lmk_in_momoko(st)) {
+  } else if (lua_isyieldable(L) && !lmk_may_raise(st, L)) {
     return defer(L);
   }
   return outcome(L, f);
@@ -409,10 +409,11 @@ static int defer(lua_State *L) {
 /* Ends a coroutine run: results go to its spawn future; errors to it or on_error. */
 void lmk_resume(lua_State *L, lua_State *co, int nargs) {
   lmk_state *st = lmk_state_of(L);
+  lua_State *entered = st->entered;
   int nres, status, fidx, err, close_err = 0;
-  st->resuming++;
+  st->entered = co;
   status = lua_resume(co, L, nargs, &nres);
-  st->resuming--;
+  st->entered = entered;
   if (status == LUA_YIELD) {
     lua_pop(co, nres);
     return;
