@@ -200,9 +200,9 @@ static int f_add_done_callback(lua_State *L) {
     return lmk_raise(L, MK_ERR_INTERFACE, "add_done_callback: a function expected, got %s", luaL_typename(L, 2));
   lua_settop(L, 2);
   f->retrieved = 1;
-  if (f->state != PENDING) {
+  if (f->state != PENDING) { /* at once; an error goes to on_error, as from wake */
     lua_pushvalue(L, 1);
-    lua_call(L, 1, 0);
+    if (lua_pcall(L, 1, 0, 0) != LUA_OK) lmk_report(L);
     return 0;
   }
   add_waiter(L, 1);
