@@ -357,7 +357,32 @@ static void later_close(lmk_closer *c) {
   do_later(o->st->L, 0);
   mk_timer_close(o->timer);
   o->timer = NULL;
-  o->st->nhandles--;
+}
+
+/* st->loop_changed: set_loop gave another loop. The timer, made on the loop in use
+ * before, is closed (it counts in no nhandles, so a failed spawn does not keep
+ * set_loop from working), and made again on the new loop when work is waiting. Runs
+ * no Lua; if no timer can be made (no memory), the waiting errors are printed raw. */
+static void later_move(lua_State *L, lmk_state *st) {
+  later *o;
+  int pending;
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &later_key);
+  o = lua_touserdata(L, -1);
+  if (!o || !o->timer) {
+    lua_pop(L, 1);
+    return;
+  }
+  lua_getiuservalue(L, -1, ORPHANS);
+  lua_getiuservalue(L, -2, DEFERRED);
+  pending = lua_rawlen(L, -1) > 0 || lua_rawlen(L, -2) > 0;
+  lua_pop(L, 3);
+  lmk_closer_remove(&o->closer);
+  mk_timer_close(o->timer);
+  o->timer = NULL;
+  if (!pending) return;
+  o->timer = mk_timer_new(st->loop, later_fire, o);
+  if (o->timer) lmk_closer_add(st, &o->closer);
+  if (!o->timer || mk_timer_start(o->timer, 0) < 0) do_later(L, 0);
 }
 
 /* Appends the n values on top (popped) as one entry to the list uv, and makes sure
@@ -378,7 +403,6 @@ static int add_later(lua_State *L, int uv, int n) {
   if (!o->timer) {
     o->timer = mk_timer_new(lmk_loop_in_use(L, o->st), later_fire, o);
     if (!o->timer) return -1;
-    o->st->nhandles++;
     lmk_closer_add(o->st, &o->closer);
   }
   return mk_timer_start(o->timer, 0) < 0 ? -1 : 0;
@@ -519,6 +543,7 @@ void lmk_open_future(lua_State *L) {
     memset(o, 0, sizeof *o);
     o->closer.close = later_close;
     o->st = lmk_state_of(L);
+    o->st->loop_changed = later_move;
     lua_newtable(L);
     lua_setiuservalue(L, -2, ORPHANS);
     lua_newtable(L);

@@ -285,6 +285,7 @@ static int set_loop(lua_State *L, lmk_state *st, mk_loop *loop, int host_runs) {
     st->loop = loop;
     st->luv_loop = 0;
     if (find_luv(L, st) == 1 && loop == st->luv) use_luv(L, st);
+    if (st->loop_changed) st->loop_changed(L, st);
   }
   st->given = 1;
   if (host_runs) st->host_runs = 1;

@@ -44,6 +44,9 @@ typedef struct lmk_state {
                           * NULL outside momoko and while a loop run by momoko runs */
   int closing;           /* shutting down: no Lua from callbacks any more */
   int nhandles;          /* live libuv users: set_loop needs 0 */
+  /* set by lfuture: moves its next-turn timer (not counted in nhandles) to the loop now
+   * in use; runs no Lua */
+  void (*loop_changed)(lua_State *L, struct lmk_state *st);
   lmk_closer *closers;   /* closed at shutdown, newest first */
 } lmk_state;
 
