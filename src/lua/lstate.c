@@ -292,7 +292,7 @@ static int set_loop(lua_State *L, lmk_state *st, mk_loop *loop, int host_runs) {
   return 0;
 }
 
-int momoko_set_loop(lua_State *L, uv_loop_t *loop) {
+int momoko_set_loop(lua_State *L, struct uv_loop_s *loop) {
   lmk_state *st;
   lua_rawgetp(L, LUA_REGISTRYINDEX, &state_key);
   st = lua_touserdata(L, -1);
