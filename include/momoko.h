@@ -11,7 +11,10 @@
 #define MOMOKO_H
 
 #include <lua.h>
-#include <uv.h>
+
+/* libuv's loop, declared only: a host includes <uv.h> itself and passes its uv_loop_t *
+ * (a typedef of struct uv_loop_s) as it is. */
+struct uv_loop_s;
 
 #if defined(__GNUC__) || defined(__clang__)
 #define MOMOKO_API __attribute__((visibility("default")))
@@ -23,6 +26,6 @@
  * changed) if momoko is not loaded in L, or already uses another loop on which
  * handles exist. The loop must outlive every momoko object in L (lua_close closes
  * them). Runs no Lua; like any Lua API call it raises only for lack of memory. */
-MOMOKO_API int momoko_set_loop(lua_State *L, uv_loop_t *loop);
+MOMOKO_API int momoko_set_loop(lua_State *L, struct uv_loop_s *loop);
 
 #endif

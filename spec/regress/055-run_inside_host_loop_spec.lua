@@ -44,6 +44,7 @@ describe("regress 055: momoko.run() inside a loop someone else runs", function()
 #include <string.h>
 #include <lauxlib.h>
 #include <lualib.h>
+#include <uv.h>
 #include "momoko.h"
 
 static lua_State *L;

@@ -36,30 +36,65 @@ static void push_conn(lua_State *L, lconn *lc) { lmk_push_owner(L, &lc->o); }
 
 /* Hooks from the core */
 
+/* Done callback of a connect future whose connection factory runs (upvalue 1: the
+ * Connection): the connect is over, a later connect() gets a done future. */
+static int connect_over(lua_State *L) {
+  lconn *lc = lua_touserdata(L, lua_upvalueindex(1));
+  luaL_unref(L, LUA_REGISTRYINDEX, lc->connect_ref);
+  lc->connect_ref = LUA_NOREF;
+  return 0;
+}
+
+/* start_factory(future, conn, factory): keeps connect_ref until the future is done
+ * (connect() returns it while the factory runs), then starts the factory runner. */
+static int start_factory(lua_State *L) {
+  lua_getfield(L, 1, "add_done_callback");
+  lua_pushvalue(L, 1);
+  lua_pushvalue(L, 2);
+  lua_pushcclosure(L, connect_over, 1);
+  lua_call(L, 2, 0);
+  lmk_conn_run_factory(L, 1, 2, 3);
+  return 0;
+}
+
 static int connected_lua(lua_State *L) {
   lconn *lc = lua_touserdata(L, 1);
   const mk_error *err = lua_touserdata(L, 2);
   lua_settop(L, 0);
   lua_rawgeti(L, LUA_REGISTRYINDEX, lc->connect_ref);
-  luaL_unref(L, LUA_REGISTRYINDEX, lc->connect_ref);
-  lc->connect_ref = LUA_NOREF;
   push_conn(L, lc);
   lmk_unpend(L, &lc->o); /* the stack holds the connection now */
-  if (err) {
-    lmk_push_mk_error(L, err);
-    lmk_future_fail(L, 1);
-    return 0;
+  if (!err) {
+    lua_getiuservalue(L, 2, 1);
+    lua_getfield(L, 3, "connection_factory");
   }
-  lua_getiuservalue(L, 2, 1);
-  lua_getfield(L, 3, "connection_factory");
-  if (lua_isnil(L, -1)) {
+  if (err || lua_isnil(L, -1)) {
+    luaL_unref(L, LUA_REGISTRYINDEX, lc->connect_ref);
+    lc->connect_ref = LUA_NOREF;
     lua_settop(L, 2);
-    lmk_future_resolve(L, 1, 1);
+    if (err) {
+      lmk_push_mk_error(L, err);
+      lmk_future_fail(L, 1);
+    } else {
+      lmk_future_resolve(L, 1, 1);
+    }
     return 0;
   }
-  /* the Lua layer runs the factory in a coroutine and then resolves the future */
+  /* the Lua layer runs the factory in a coroutine and then settles the future; if it
+   * cannot even start (no runner, no memory), the connect fails with that error */
   lua_remove(L, 3);
-  lmk_conn_run_factory(L, 1, 2, 3);
+  lua_pushcfunction(L, start_factory);
+  lua_pushvalue(L, 1);
+  lua_pushvalue(L, 2);
+  lua_pushvalue(L, 3);
+  if (lua_pcall(L, 3, 0, 0) != LUA_OK) {
+    if (lc->c) mk_conn_close(lc->c);
+    lmk_future_fail(L, 1);
+    if (lc->connect_ref != LUA_NOREF) { /* its done callback was not added */
+      luaL_unref(L, LUA_REGISTRYINDEX, lc->connect_ref);
+      lc->connect_ref = LUA_NOREF;
+    }
+  }
   return 0;
 }
 

@@ -250,7 +250,8 @@ static int c_tostring(lua_State *L) {
   return 1;
 }
 
-void lmk_cursor_push(lua_State *L, PGresult *res, const char *query, int dict, int owneruv) {
+void lmk_cursor_push(lua_State *L, PGresult **resp, const char *query, int dict, int owneruv) {
+  PGresult *res = *resp;
   int ncols = res ? PQnfields(res) : 0, col, uv;
   lcursor *cur;
   if (owneruv) owneruv = lua_absindex(L, owneruv);
@@ -258,6 +259,7 @@ void lmk_cursor_push(lua_State *L, PGresult *res, const char *query, int dict, i
   cur->res = NULL;
   luaL_setmetatable(L, LMK_CURSOR);
   cur->res = res; /* owned from here: __gc clears it even if the rest raises */
+  *resp = NULL;
   cur->ncols = ncols;
   cur->nrows = res ? PQntuples(res) : 0;
   cur->pos = 0;

@@ -4,7 +4,7 @@
  * coroutines and done callbacks). Whoever will resolve a future keeps a registry
  * reference to it, so a future nobody else references still completes.
  * Every error raised in a coroutine is meant for a momoko lua_resume (lmk_resume),
- * which routes it: an await raises only when momoko is below it (lmk_in_momoko), and
+ * which routes it: an await raises only when momoko is below it (lmk_may_raise), and
  * otherwise waits for the next loop turn (defer). */
 #include "lfuture.h"
 
@@ -130,7 +130,7 @@ static int defer(lua_State *L);
 
 /* The await of the coroutine L goes on after a resume. A pending future: someone else
  * resumed it, wait on (it is still a waiter). A failed one raises only when momoko is
- * below (lmk_in_momoko): an error must never unwind into a loop callback of someone
+ * below (lmk_may_raise): an error must never unwind into a loop callback of someone
  * else (luv's would end the process), so outside momoko the coroutine waits for the
  * next loop turn, when momoko resumes it. */
 static int await_k(lua_State *L, int status, lua_KContext ctx) {
@@ -139,7 +139,7 @@ static int await_k(lua_State *L, int status, lua_KContext ctx) {
   (void)ctx;
   lua_settop(L, 1);
   if (f->state == PENDING) return lua_yieldk(L, 0, 0, await_k);
-  if (f->state == FAILED && !lmk_in_momoko(lmk_state_of(L))) return defer(L);
+  if (f->state == FAILED && !lmk_may_raise(lmk_state_of(L), L)) return defer(L);
   return outcome(L, f);
 }
 
@@ -168,7 +168,7 @@ static int f_await(lua_State *L) {
       return lua_yieldk(L, 0, 0, await_k);
     }
     run_until_done(L, st, f);
-  } else if (lua_isyieldable(L) && !lmk_in_momoko(st)) {
+  } else if (lua_isyieldable(L) && !lmk_may_raise(st, L)) {
     return defer(L);
   }
   return outcome(L, f);
@@ -200,9 +200,9 @@ static int f_add_done_callback(lua_State *L) {
     return lmk_raise(L, MK_ERR_INTERFACE, "add_done_callback: a function expected, got %s", luaL_typename(L, 2));
   lua_settop(L, 2);
   f->retrieved = 1;
-  if (f->state != PENDING) {
+  if (f->state != PENDING) { /* at once; an error goes to on_error, as from wake */
     lua_pushvalue(L, 1);
-    lua_call(L, 1, 0);
+    if (lua_pcall(L, 1, 0, 0) != LUA_OK) lmk_report(L);
     return 0;
   }
   add_waiter(L, 1);
@@ -357,7 +357,32 @@ static void later_close(lmk_closer *c) {
   do_later(o->st->L, 0);
   mk_timer_close(o->timer);
   o->timer = NULL;
-  o->st->nhandles--;
+}
+
+/* st->loop_changed: set_loop gave another loop. The timer, made on the loop in use
+ * before, is closed (it counts in no nhandles, so a failed spawn does not keep
+ * set_loop from working), and made again on the new loop when work is waiting. Runs
+ * no Lua; if no timer can be made (no memory), the waiting errors are printed raw. */
+static void later_move(lua_State *L, lmk_state *st) {
+  later *o;
+  int pending;
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &later_key);
+  o = lua_touserdata(L, -1);
+  if (!o || !o->timer) {
+    lua_pop(L, 1);
+    return;
+  }
+  lua_getiuservalue(L, -1, ORPHANS);
+  lua_getiuservalue(L, -2, DEFERRED);
+  pending = lua_rawlen(L, -1) > 0 || lua_rawlen(L, -2) > 0;
+  lua_pop(L, 3);
+  lmk_closer_remove(&o->closer);
+  mk_timer_close(o->timer);
+  o->timer = NULL;
+  if (!pending) return;
+  o->timer = mk_timer_new(st->loop, later_fire, o);
+  if (o->timer) lmk_closer_add(st, &o->closer);
+  if (!o->timer || mk_timer_start(o->timer, 0) < 0) do_later(L, 0);
 }
 
 /* Appends the n values on top (popped) as one entry to the list uv, and makes sure
@@ -378,7 +403,6 @@ static int add_later(lua_State *L, int uv, int n) {
   if (!o->timer) {
     o->timer = mk_timer_new(lmk_loop_in_use(L, o->st), later_fire, o);
     if (!o->timer) return -1;
-    o->st->nhandles++;
     lmk_closer_add(o->st, &o->closer);
   }
   return mk_timer_start(o->timer, 0) < 0 ? -1 : 0;
@@ -409,10 +433,11 @@ static int defer(lua_State *L) {
 /* Ends a coroutine run: results go to its spawn future; errors to it or on_error. */
 void lmk_resume(lua_State *L, lua_State *co, int nargs) {
   lmk_state *st = lmk_state_of(L);
+  lua_State *entered = st->entered;
   int nres, status, fidx, err, close_err = 0;
-  st->resuming++;
+  st->entered = co;
   status = lua_resume(co, L, nargs, &nres);
-  st->resuming--;
+  st->entered = entered;
   if (status == LUA_YIELD) {
     lua_pop(co, nres);
     return;
@@ -518,6 +543,7 @@ void lmk_open_future(lua_State *L) {
     memset(o, 0, sizeof *o);
     o->closer.close = later_close;
     o->st = lmk_state_of(L);
+    o->st->loop_changed = later_move;
     lua_newtable(L);
     lua_setiuservalue(L, -2, ORPHANS);
     lua_newtable(L);

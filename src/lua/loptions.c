@@ -17,32 +17,61 @@ void lmk_options_known(lua_State *L, int opts, const char *const *known, const c
   }
 }
 
+/* What PQconninfoParse returns, held in a userdata while Lua calls that may raise run:
+ * its finalizer frees what is still there. */
+typedef struct parsed_dsn {
+  PQconninfoOption *opts;
+  char *err;
+} parsed_dsn;
+
+static int parsed_dsn_gc(lua_State *L) {
+  parsed_dsn *d = lua_touserdata(L, 1);
+  if (d->opts) PQconninfoFree(d->opts);
+  if (d->err) PQfreemem(d->err);
+  d->opts = NULL;
+  d->err = NULL;
+  return 0;
+}
+
+static parsed_dsn *push_parsed_dsn(lua_State *L) {
+  parsed_dsn *d = lua_newuserdatauv(L, sizeof *d, 0);
+  d->opts = NULL;
+  d->err = NULL;
+  if (luaL_newmetatable(L, "momoko.parsed_dsn")) {
+    lua_pushcfunction(L, parsed_dsn_gc);
+    lua_setfield(L, -2, "__gc");
+  }
+  lua_setmetatable(L, -2);
+  return d;
+}
+
 mk_loop *lmk_options_shared(lua_State *L, int opts, int uv, const char *who) {
   lmk_state *st = lmk_state_of(L);
-  char *err = NULL;
-  PQconninfoOption *parsed;
+  parsed_dsn *d;
   mk_loop *loop;
+  opts = lua_absindex(L, opts);
+  uv = lua_absindex(L, uv);
+  d = push_parsed_dsn(L); /* before libpq allocates anything */
   if (lua_getfield(L, opts, "dsn") != LUA_TSTRING)
     lmk_raise(L, MK_ERR_INTERFACE, "%s: dsn must be a string", who);
-  parsed = PQconninfoParse(lua_tostring(L, -1), &err);
-  if (!parsed) {
-    lua_pushstring(L, err ? err : "out of memory");
-    PQfreemem(err);
-    lmk_raise(L, MK_ERR_INTERFACE, "%s: invalid dsn: %s", who, lua_tostring(L, -1));
-  }
+  d->opts = PQconninfoParse(lua_tostring(L, -1), &d->err);
+  if (!d->opts)
+    lmk_raise(L, MK_ERR_INTERFACE, "%s: invalid dsn: %s", who, d->err ? d->err : "out of memory");
   {
     /* host and dbname for tostring; never the password */
     PQconninfoOption *o;
-    for (o = parsed; o->keyword; o++) {
+    for (o = d->opts; o->keyword; o++) {
       if (o->val && (strcmp(o->keyword, "host") == 0 || strcmp(o->keyword, "hostaddr") == 0 ||
                      strcmp(o->keyword, "dbname") == 0 || strcmp(o->keyword, "port") == 0)) {
         lua_pushstring(L, o->val);
         lua_setfield(L, uv, o->keyword);
       }
     }
-    PQconninfoFree(parsed);
+    PQconninfoFree(d->opts);
+    d->opts = NULL;
   }
   lua_setfield(L, uv, "dsn");
+  lua_pop(L, 1); /* the parsed_dsn box */
   lua_getfield(L, opts, "setsession");
   if (!lua_isnil(L, -1)) {
     lua_Integer i, n;

@@ -434,9 +434,10 @@ static int got_lua(lua_State *L) {
   lua_pushvalue(L, 2);
   lua_pushlightuserdata(L, g->lp);
   lua_pushlightuserdata(L, got->pc);
-  if (lua_pcall(L, 3, 1, 0) != LUA_OK) {
+  if (lua_pcall(L, 3, 1, 0) != LUA_OK) { /* no Connection (no memory): give it back, fail */
     mk_pool_putconn(got->p, got->pc);
-    return lua_error(L);
+    lmk_future_fail(L, 1);
+    return 0;
   }
   lmk_future_resolve(L, 1, 1);
   return 0;

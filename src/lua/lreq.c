@@ -58,15 +58,15 @@ static void take_results(lua_State *L, lreq *q) {
 
 /* Pushes what result i becomes: a cursor, or the cursor factory's value. */
 static void push_result(lua_State *L, lreq *q, int i, int uv) {
-  PGresult *res = q->res ? q->res[i] : NULL;
+  PGresult *none = NULL;
   int factory;
-  if (q->res) q->res[i] = NULL; /* the cursor owns it now, even if what follows raises */
   if (q->factory != LUA_NOREF)
     lua_rawgeti(L, LUA_REGISTRYINDEX, q->factory);
   else
     lua_getfield(L, uv, "cursor_factory");
   factory = lua_gettop(L);
-  lmk_cursor_push(L, res, mk_req_sql(q->r, i),
+  /* the cursor takes the result from q once it exists: until then q still owns it */
+  lmk_cursor_push(L, q->res ? &q->res[i] : &none, mk_req_sql(q->r, i),
                   lua_type(L, factory) == LUA_TSTRING && strcmp(lua_tostring(L, factory), "dict") == 0, uv);
   if (lua_isfunction(L, factory)) {
     lua_pushvalue(L, factory);

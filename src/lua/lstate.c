@@ -10,6 +10,7 @@
 #include "lstate.h"
 
 #include <dlfcn.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "lerror.h"
@@ -190,11 +191,14 @@ int lmk_loop_running(lua_State *L, lmk_state *st) {
   return running;
 }
 
-int lmk_in_momoko(const lmk_state *st) { return st->callbacks > 0 || st->resuming > 0; }
+int lmk_may_raise(const lmk_state *st, lua_State *L) {
+  return st->entered && (st->entered == L || st->entered == st->L);
+}
 
 int lmk_run_loop(lua_State *L, lmk_state *st, int (*done)(void *ud), void *ud, const char *who,
                  const char *refusal) {
   mk_loop *loop;
+  lua_State *entered;
   int rc = 0;
   if (st->host_runs)
     lmk_raise(L, MK_ERR_INTERFACE,
@@ -205,6 +209,10 @@ int lmk_run_loop(lua_State *L, lmk_state *st, int (*done)(void *ud), void *ud, c
   lmk_check_loop(L, st);
   loop = st->loop;
   st->running++;
+  /* below the loop, callbacks of someone else (luv's) may run: momoko is not entered
+   * until one of its own callbacks enters again */
+  entered = st->entered;
+  st->entered = NULL;
   if (!done) {
     mk_loop_run(loop, 0);
   } else {
@@ -215,19 +223,28 @@ int lmk_run_loop(lua_State *L, lmk_state *st, int (*done)(void *ud), void *ud, c
       }
     }
   }
+  st->entered = entered;
   st->running--;
   return rc;
 }
 
 int lmk_enter(lmk_state *st, lua_CFunction fn, void *a, void *b) {
   lua_State *L = st->L;
+  lua_State *entered = st->entered;
   int rc;
+  if (!lua_checkstack(L, 4)) { /* a C host called uv_run with the main thread's stack full */
+    fputs("momoko: a callback was dropped: no room on the Lua stack of the main thread\n", stderr);
+    fflush(stderr);
+    return LUA_ERRMEM;
+  }
   st->callbacks++;
+  st->entered = L;
   lua_pushcfunction(L, fn);
   lua_pushlightuserdata(L, a);
   lua_pushlightuserdata(L, b);
   rc = lua_pcall(L, 2, 0, 0);
   st->callbacks--;
+  st->entered = entered;
   if (rc != LUA_OK) lmk_report(L);
   return rc;
 }
@@ -268,13 +285,14 @@ static int set_loop(lua_State *L, lmk_state *st, mk_loop *loop, int host_runs) {
     st->loop = loop;
     st->luv_loop = 0;
     if (find_luv(L, st) == 1 && loop == st->luv) use_luv(L, st);
+    if (st->loop_changed) st->loop_changed(L, st);
   }
   st->given = 1;
   if (host_runs) st->host_runs = 1;
   return 0;
 }
 
-int momoko_set_loop(lua_State *L, uv_loop_t *loop) {
+int momoko_set_loop(lua_State *L, struct uv_loop_s *loop) {
   lmk_state *st;
   lua_rawgetp(L, LUA_REGISTRYINDEX, &state_key);
   st = lua_touserdata(L, -1);

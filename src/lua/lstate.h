@@ -39,9 +39,14 @@ typedef struct lmk_state {
   int host_runs;         /* loop was given by a C host (momoko_set_loop), which runs it */
   int running;           /* depth of loop runs made by momoko */
   int callbacks;         /* depth of core callbacks running Lua (lmk_enter) */
-  int resuming;          /* depth of coroutine resumptions by momoko (lmk_resume) */
+  lua_State *entered;    /* the innermost Lua entered by momoko: the coroutine lmk_resume
+                          * resumes, or the main thread in a core callback (lmk_enter);
+                          * NULL outside momoko and while a loop run by momoko runs */
   int closing;           /* shutting down: no Lua from callbacks any more */
   int nhandles;          /* live libuv users: set_loop needs 0 */
+  /* set by lfuture: moves its next-turn timer (not counted in nhandles) to the loop now
+   * in use; runs no Lua */
+  void (*loop_changed)(lua_State *L, struct lmk_state *st);
   lmk_closer *closers;   /* closed at shutdown, newest first */
 } lmk_state;
 
@@ -62,10 +67,13 @@ void lmk_check_loop(lua_State *L, lmk_state *st);
  * that a C host gave with momoko_set_loop (the host declared it runs it, and libuv
  * cannot tell). May call luv's loop_mode, which runs no user Lua. */
 int lmk_loop_running(lua_State *L, lmk_state *st);
-/* 1 while momoko is below the running Lua: a core callback (lmk_enter) or a coroutine
- * resumption by momoko (lmk_resume). An error raised then reaches momoko's protected
- * call (or the user's own pcall) first, never a loop callback of someone else. */
-int lmk_in_momoko(const lmk_state *st);
+/* 1 if an error raised now in the coroutine L reaches momoko (or the user's own pcall)
+ * before any loop callback of someone else: L is the coroutine momoko resumes
+ * innermost (st->entered), or momoko is in a core callback (st->entered is the main
+ * thread), whose Lua, and every coroutine it resumes, runs below lmk_enter's pcall. A
+ * coroutine resumed by Lua code of a coroutine momoko resumed is not: that code may be
+ * a luv callback under uv.run() or momoko.run() inside the coroutine. Runs no Lua. */
+int lmk_may_raise(const lmk_state *st, lua_State *L);
 /* The one uv_run guard. Raises InterfaceError when the loop cannot be run here: a C
  * host runs it (a message naming who), it runs already or a core callback is running
  * Lua (refusal), or as lmk_check_loop. Then runs the loop: to the end when done is
@@ -75,8 +83,9 @@ int lmk_run_loop(lua_State *L, lmk_state *st, int (*done)(void *ud), void *ud, c
                  const char *refusal);
 
 /* Enters Lua from a core callback: runs fn(a, b) as light userdata under lua_pcall on
- * the main thread, counted in st->callbacks. An error goes to on_error (lmk_report).
- * Returns the pcall status. */
+ * the main thread, counted in st->callbacks, with st->entered the main thread. An error
+ * goes to on_error (lmk_report). Returns the pcall status, or LUA_ERRMEM without running
+ * fn (a line on stderr) when the main thread's stack has no room left. */
 int lmk_enter(lmk_state *st, lua_CFunction fn, void *a, void *b);
 
 /* Registers c (its close set) to be closed at shutdown; lmk_closer_remove takes it off
