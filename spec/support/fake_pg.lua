@@ -152,20 +152,7 @@ function M.start(seconds)
   local path = assert(package.searchpath("fake_pg", package.path), "fake_pg.lua not on package.path")
   local p = assert(io.popen(string.format("exec env -u LD_PRELOAD lua5.4 %q serve %d", path,
     math.floor(seconds or 30))))
-  local line = p:read("l") or ""
-  local port, pid = line:match("^(%d+) (%d+)$")
-  if not port then
-    p:close()
-    error("fake_pg: the server did not start: " .. line)
-  end
-  local server = {port = tonumber(port), pid = tonumber(pid)}
-  function server.stop()
-    if not p then return end
-    os.execute("kill " .. server.pid .. " 2>/dev/null")
-    p:close()
-    p = nil
-  end
-  return server
+  return require("helper").child_server(p, "fake_pg")
 end
 
 if arg and arg[0] and arg[0]:match("fake_pg%.lua$") and arg[1] == "serve" then

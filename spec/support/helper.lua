@@ -182,6 +182,26 @@ function H.closed_port()
   return assert(port, "closed_port: the luv child printed no port")
 end
 
+--- A child server started with io.popen as p, whose first line of output is "PORT PID":
+--- returns {port =, pid =, stop = fn} (stop kills it and waits for it; idempotent).
+--- label names the server in the error raised when that line does not come.
+function H.child_server(p, label)
+  local line = p:read("l") or ""
+  local port, pid = line:match("^(%d+) (%d+)$")
+  if not port then
+    p:close()
+    error(label .. ": the child did not start: " .. line)
+  end
+  local server = {port = tonumber(port), pid = tonumber(pid)}
+  function server.stop()
+    if not p then return end
+    os.execute("kill " .. server.pid .. " 2>/dev/null")
+    p:close()
+    p = nil
+  end
+  return server
+end
+
 --- A server on 127.0.0.1 that accepts TCP connections and never answers: a child
 --- lua5.4 (luv) that exits by itself after `seconds` (default 30). Returns
 --- {port =, pid =, stop = function}; stop() kills it and waits for it.
@@ -202,20 +222,7 @@ function H.silent_server(seconds)
     uv.new_timer():start(%d, 0, function() uv.stop() end)
     uv.run()
   ]], math.floor((seconds or 30) * 1000)))
-  local line = p:read("l") or ""
-  local port, pid = line:match("^(%d+) (%d+)$")
-  if not port then
-    p:close()
-    error("silent_server: the luv child did not start: " .. line)
-  end
-  local server = {port = tonumber(port), pid = tonumber(pid)}
-  function server.stop()
-    if not p then return end
-    os.execute("kill " .. server.pid .. " 2>/dev/null")
-    p:close()
-    p = nil
-  end
-  return server
+  return H.child_server(p, "silent_server")
 end
 
 --- A real (not temporary) table with these columns, to be looked at from psql.
