@@ -35,10 +35,7 @@ describe("regress 055: momoko.run() inside a loop someone else runs", function()
   end)
 
   it("in a C host that runs its loop and gave it with momoko_set_loop: momoko.run() and main-thread awaits raise", function()
-    local base = os.tmpname()
-    local src, exe = base .. ".c", base .. ".host"
-    local f = assert(io.open(src, "w"))
-    f:write([=[
+    local out = H.run_c_host([=[
 #include <dlfcn.h>
 #include <stdio.h>
 #include <string.h>
@@ -107,20 +104,6 @@ int main(void) {
   return 0;
 }
 ]=])
-    f:close()
-    local cc = io.popen(string.format(
-      "env -u LD_PRELOAD cc -std=c11 -D_POSIX_C_SOURCE=200809L -Wall -Werror -o %s %s -Iinclude "
-        .. "$(pkg-config --cflags --libs lua5.4 libuv) -ldl 2>&1", exe, src))
-    local cc_out = cc:read("a")
-    assert.is_true(cc:close() == true, cc_out)
-    local p = assert(io.popen(string.format("LD_PRELOAD='%s' timeout 60 %s 2>&1",
-      os.getenv("MOMOKO_TEST_LD_PRELOAD") or "", exe)))
-    local out = p:read("a")
-    local ok = p:close()
-    os.remove(base)
-    os.remove(src)
-    os.remove(exe)
-    assert.is_true(ok == true, out)
     local host = ": the host program runs the loop (it gave it with momoko_set_loop), momoko never does: "
       .. "await from a coroutine instead"
     assert.equal(table.concat({

@@ -62,24 +62,7 @@ int main(void) {
 
 describe("regress 063: set_loop after a failed spawn", function()
   it("works, and the new loop reports the unseen error", function()
-    local base = os.tmpname()
-    local src, exe = base .. ".c", base .. ".host"
-    local f = assert(io.open(src, "w"))
-    f:write(HOST)
-    f:close()
-    local cc = io.popen(string.format(
-      "env -u LD_PRELOAD cc -std=c11 -D_POSIX_C_SOURCE=200809L -Wall -Werror -o %s %s -Iinclude "
-        .. "$(pkg-config --cflags --libs lua5.4 libuv) -ldl 2>&1", exe, src))
-    local cc_out = cc:read("a")
-    assert.is_true(cc:close() == true, cc_out)
-    local p = assert(io.popen(string.format("LD_PRELOAD='%s' timeout 60 %s 2>&1",
-      os.getenv("MOMOKO_TEST_LD_PRELOAD") or "", exe)))
-    local out = p:read("a")
-    local ok = p:close()
-    os.remove(base)
-    os.remove(src)
-    os.remove(exe)
-    assert.is_true(ok == true, out)
+    local out = H.run_c_host(HOST)
     assert.equal(table.concat({
       "spawn\ttrue\tspawn failed",
       "set_loop 0",

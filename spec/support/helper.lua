@@ -182,6 +182,36 @@ function H.closed_port()
   return assert(port, "closed_port: the luv child printed no port")
 end
 
+--- Compiles the C program source (a string) against momoko.h, Lua 5.4 and libuv, runs it
+--- (with the sanitizers' preload when the suite runs sanitized; at most 60 s), asserts
+--- that it compiled and exited with status 0, and returns what it printed (stdout and
+--- stderr).
+function H.run_c_host(source)
+  local base = os.tmpname()
+  local src, exe = base .. ".c", base .. ".host"
+  local f = assert(io.open(src, "w"))
+  f:write(source)
+  f:close()
+  local cc = io.popen(string.format(
+    "env -u LD_PRELOAD cc -std=c11 -D_POSIX_C_SOURCE=200809L -Wall -Werror -o %s %s -Iinclude "
+      .. "$(pkg-config --cflags --libs lua5.4 libuv) -ldl 2>&1", exe, src))
+  local cc_out = cc:read("a")
+  local compiled = cc:close() == true
+  local out, ok = "", false
+  if compiled then
+    local p = assert(io.popen(string.format("LD_PRELOAD='%s' timeout 60 %s 2>&1",
+      os.getenv("MOMOKO_TEST_LD_PRELOAD") or "", exe)))
+    out = p:read("a")
+    ok = p:close() == true
+  end
+  os.remove(base)
+  os.remove(src)
+  os.remove(exe)
+  luassert.is_true(compiled, cc_out)
+  luassert.is_true(ok, out)
+  return out
+end
+
 --- A child server started with io.popen as p, whose first line of output is "PORT PID":
 --- returns {port =, pid =, stop = fn} (stop kills it and waits for it; idempotent).
 --- label names the server in the error raised when that line does not come.
