@@ -54,6 +54,8 @@ struct mk_conn {
   mk_req *setsession; /* waits here between mk_conn_connect and the handshake's end */
   notice_sink *sink;  /* the notice receiver's argument while pg lives */
   struct dns *dns;    /* host names being resolved before libpq starts */
+  int pipeline;       /* mk_conn_set_pipeline */
+  int cache_size;     /* mk_conn_set_statement_cache */
 };
 
 #define ROLLBACK_STEP(r) MK_REQ_ROLLBACK_STEP(r)
@@ -120,6 +122,17 @@ int mk_conn_busy(const mk_conn *c) { return c->head != NULL; }
 PGconn *mk_conn_pg(const mk_conn *c) { return c->state == MK_CONN_CLOSED ? NULL : c->pg; }
 
 uint64_t mk_conn_last_used(const mk_conn *c) { return c->last_used; }
+
+void mk_conn_set_pipeline(mk_conn *c, int on) { c->pipeline = on != 0; }
+
+void mk_conn_set_statement_cache(mk_conn *c, int size) { c->cache_size = size > 0 ? size : 0; }
+
+int mk_conn_load(const mk_conn *c) {
+  const mk_req *r;
+  int n = 0;
+  for (r = c->head; r; r = r->next) n++;
+  return n;
+}
 
 static void notify(mk_conn *c, const char *msg) {
   if (c->hooks.notice) c->hooks.notice(c, msg, c->ud);

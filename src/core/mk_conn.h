@@ -84,4 +84,14 @@ PGconn *mk_conn_pg(const mk_conn *c);
 /* Loop milliseconds of the last completed request or of the connect. */
 uint64_t mk_conn_last_used(const mk_conn *c);
 
+/* Before mk_conn_connect: on 1 puts c in libpq's pipeline mode, where the requests
+ * queued on c go out together (each with a sync of its own, so each still succeeds or
+ * fails alone) and a transaction goes out in one round trip. */
+void mk_conn_set_pipeline(mk_conn *c, int on);
+/* Before mk_conn_connect: how many parametrized statements c keeps prepared (LRU); a
+ * statement is prepared the second time its SQL and parameter types are run. 0: none. */
+void mk_conn_set_statement_cache(mk_conn *c, int size);
+/* Requests on c: sent and waiting for their results, plus queued. */
+int mk_conn_load(const mk_conn *c);
+
 #endif

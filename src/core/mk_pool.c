@@ -316,6 +316,9 @@ static void open_conn(mk_pool *p, int why) {
     if (!pc->c) {
       free(pc);
       pc = NULL;
+    } else {
+      mk_conn_set_pipeline(pc->c, p->o.pipeline);
+      mk_conn_set_statement_cache(pc->c, p->o.statement_cache_size);
     }
   }
   if (!pc) {

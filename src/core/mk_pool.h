@@ -34,6 +34,9 @@ typedef struct mk_pool_opts {
   mk_retry retry;
   int max_lifetime_ms;              /* 0: connections live as long as they work */
   int setup;                        /* call hooks.setup for every new connection */
+  int pipeline;                     /* connections in pipeline mode (mk_conn_set_pipeline) */
+  int pipeline_depth;               /* with pipeline: requests per connection before one waits */
+  int statement_cache_size;         /* mk_conn_set_statement_cache of each connection */
 } mk_pool_opts;
 
 typedef struct mk_pool_hooks {

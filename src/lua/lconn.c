@@ -219,6 +219,11 @@ static int l_connection(lua_State *L) {
   lc = new_lconn(L, uv);
   lc->c = mk_conn_new(loop, &hooks, lc);
   if (!lc->c) return lmk_raise(L, MK_ERR_INTERFACE, "Connection: out of memory");
+  lua_getfield(L, uv, "pipeline");
+  mk_conn_set_pipeline(lc->c, lua_toboolean(L, -1));
+  lua_getfield(L, uv, "statement_cache_size");
+  mk_conn_set_statement_cache(lc->c, (int)lua_tointeger(L, -1));
+  lua_pop(L, 2);
   lc->o.finalized = 0;
   st->nhandles++;
   lc->closer.close = conn_close_at_shutdown;

@@ -97,13 +97,10 @@ mk_loop *lmk_options_shared(lua_State *L, int opts, int uv, const char *who) {
   if (!lua_isnil(L, -1) && !lua_isfunction(L, -1))
     lmk_raise(L, MK_ERR_INTERFACE, "%s: on_notice must be a function", who);
   lua_setfield(L, uv, "on_notice");
-  if (lua_getfield(L, opts, "pipeline") != LUA_TNIL && lua_toboolean(L, -1))
-    lmk_raise(L, MK_ERR_NOT_SUPPORTED, "%s: pipeline mode is not available in this version", who);
-  lua_pop(L, 1);
-  if (lua_getfield(L, opts, "statement_cache_size") != LUA_TNIL &&
-      !(lua_isinteger(L, -1) && lua_tointeger(L, -1) == 0))
-    lmk_raise(L, MK_ERR_NOT_SUPPORTED, "%s: the statement cache is not available in this version (only 0 is accepted)", who);
-  lua_pop(L, 1);
+  lua_pushboolean(L, lmk_opt_bool(L, opts, "pipeline", 0, who));
+  lua_setfield(L, uv, "pipeline");
+  lua_pushinteger(L, lmk_opt_int(L, opts, "statement_cache_size", 100, 0, 100000, who));
+  lua_setfield(L, uv, "statement_cache_size");
   lua_newtable(L);
   lua_setfield(L, uv, "decoders");
   lua_newtable(L); /* array types learnt from the server (ltypes.c) */

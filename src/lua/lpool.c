@@ -311,7 +311,7 @@ static const char *const known_options[] = {
   "dsn", "setsession", "cursor_factory", "connection_factory", "loop", "on_notice",
   "pipeline", "statement_cache_size", "command_timeout", "size", "max_size", "raise_connect_errors",
   "reconnect_interval", "auto_shrink", "shrink_delay", "shrink_period", "acquire_timeout",
-  "max_waiting", "retry", "max_lifetime", NULL};
+  "max_waiting", "retry", "max_lifetime", "pipeline_depth", NULL};
 
 /* momoko.Pool(opts) */
 static int l_pool(lua_State *L) {
@@ -337,6 +337,7 @@ static int l_pool(lua_State *L) {
   o.acquire_timeout_ms = lmk_opt_int(L, 1, "acquire_timeout", 0, 1, 0x7fffffff, "Pool");
   o.max_waiting = lmk_opt_int(L, 1, "max_waiting", -1, 0, 0x7fffffff, "Pool");
   o.max_lifetime_ms = lmk_opt_int(L, 1, "max_lifetime", 3600000, 0, 0x7fffffff, "Pool");
+  o.pipeline_depth = lmk_opt_int(L, 1, "pipeline_depth", 16, 1, 100000, "Pool");
   lua_getfield(L, 1, "retry");
   if (lua_isnil(L, -1) || (lua_type(L, -1) == LUA_TSTRING && strcmp(lua_tostring(L, -1), "safe") == 0))
     o.retry = MK_RETRY_SAFE;
@@ -354,6 +355,11 @@ static int l_pool(lua_State *L) {
   lua_getfield(L, uv, "connection_factory");
   o.setup = !lua_isnil(L, -1);
   lua_pop(L, 1);
+  lua_getfield(L, uv, "pipeline");
+  o.pipeline = lua_toboolean(L, -1);
+  lua_getfield(L, uv, "statement_cache_size");
+  o.statement_cache_size = (int)lua_tointeger(L, -1);
+  lua_pop(L, 2);
   sess = lmk_setsession(L, uv, &n);
   lua_getfield(L, uv, "dsn");
   o.conninfo = lua_tostring(L, -1);
