@@ -12,6 +12,8 @@
 #include "mk_conn.h"
 
 #include "mk_cancel.h"
+#include "mk_sql.h"
+#include "mk_stmtcache.h"
 
 #include <arpa/inet.h>
 #include <libpq-events.h>
@@ -39,8 +41,10 @@ struct mk_conn {
   int handshake_done; /* libpq connected; setsession may still run */
   mk_io *io;
   mk_timer *timer; /* connect timeout */
-  mk_req *head, *tail;
-  mk_req *inflight; /* the request being run (the head), or NULL */
+  mk_req *head, *tail; /* every request: the sent ones first, oldest first */
+  mk_req *unsent;   /* the first request not sent yet, or NULL */
+  int nsent;        /* requests sent whose results have not all come */
+  int nreqs;        /* requests on c, sent or not */
   int depth;        /* nesting of enter() */
   struct pending_cancel *cancels; /* cancel requests still on their way to the server */
   mk_timer *cancel_timer; /* the deadline of the oldest of them */
@@ -56,6 +60,11 @@ struct mk_conn {
   struct dns *dns;    /* host names being resolved before libpq starts */
   int pipeline;       /* mk_conn_set_pipeline */
   int cache_size;     /* mk_conn_set_statement_cache */
+  mk_stmtcache *cache; /* made at the end of the handshake when cache_size > 0 */
+  int in_pipeline;    /* libpq is in pipeline mode */
+  int barrier;        /* a pipelined transaction is out: nothing is sent behind it */
+  int server_ended;   /* the server ended the session (57P01-57P03) */
+  unsigned cancel_epoch; /* cancel requests started so far */
 };
 
 #define ROLLBACK_STEP(r) MK_REQ_ROLLBACK_STEP(r)
@@ -63,7 +72,7 @@ struct mk_conn {
 
 static void lost(mk_conn *c);
 static void lost_with(mk_conn *c, const char *why);
-static void advance(mk_conn *c);
+static int advance(mk_conn *c);
 static int cancels_pending(mk_conn *c);
 static void drop_cancels(mk_conn *c, int all);
 static void dns_free(struct dns *d);
@@ -88,9 +97,7 @@ static void finish_pg(mk_conn *c) {
  * leave(): sending from within libpq's or a completion's call chain is not safe. A
  * request that waits for a cancel request is sent by that cancel's end (on_cancel_end). */
 static void leave(mk_conn *c) {
-  while (c->depth == 1 && !c->released && !c->broken && can_send(c) && !c->inflight && c->head &&
-         !cancels_pending(c))
-    advance(c);
+  while (c->depth == 1 && !c->released && !c->broken && can_send(c) && c->unsent && advance(c)) {}
   if (--c->depth > 0) return;
   /* an idle connection is watched (to notice its death) but is no work for the loop:
    * momoko.run() returns once nothing is connecting, queued or running */
@@ -100,6 +107,7 @@ static void leave(mk_conn *c) {
     drop_cancels(c, 1);
     mk_timer_close(c->cancel_timer);
     dns_free(c->dns);
+    mk_stmtcache_free(c->cache);
     free(c);
   }
 }
@@ -127,12 +135,10 @@ void mk_conn_set_pipeline(mk_conn *c, int on) { c->pipeline = on != 0; }
 
 void mk_conn_set_statement_cache(mk_conn *c, int size) { c->cache_size = size > 0 ? size : 0; }
 
-int mk_conn_load(const mk_conn *c) {
-  const mk_req *r;
-  int n = 0;
-  for (r = c->head; r; r = r->next) n++;
-  return n;
-}
+int mk_conn_load(const mk_conn *c) { return c->nreqs; }
+
+/* The oldest sent request, whose results come next, or NULL. */
+static mk_req *running(const mk_conn *c) { return c->head && c->head->sent ? c->head : NULL; }
 
 static void notify(mk_conn *c, const char *msg) {
   if (c->hooks.notice) c->hooks.notice(c, msg, c->ud);
@@ -193,9 +199,12 @@ static int unlink_req(mk_conn *c, mk_req *r) {
   if (!*p) return 0;
   *p = r->next;
   if (c->tail == r) c->tail = prev;
-  if (c->inflight == r) {
-    c->inflight = NULL;
+  if (c->unsent == r) c->unsent = r->next;
+  c->nreqs--;
+  if (r->sent) {
+    c->nsent--;
     c->copy_end_pending = 0;
+    if (r->pipelined && (r->flags & MK_REQ_TXN)) c->barrier = 0;
   }
   r->next = NULL;
   r->conn = NULL;
@@ -204,10 +213,139 @@ static int unlink_req(mk_conn *c, mk_req *r) {
   return 1;
 }
 
+static int send_cancel(mk_conn *c);
+
+/* Queues r (not on c) at the end. */
+static void append_req(mk_conn *c, mk_req *r) {
+  r->conn = c;
+  r->next = NULL;
+  if (c->tail)
+    c->tail->next = r;
+  else
+    c->head = r;
+  c->tail = r;
+  if (!c->unsent) c->unsent = r;
+  c->nreqs++;
+}
+
+/* Puts r (not on c) first among the requests not sent yet. */
+static void requeue_front(mk_conn *c, mk_req *r) {
+  mk_req **p = &c->head;
+  while (*p && *p != c->unsent) p = &(*p)->next;
+  r->conn = c;
+  r->next = *p;
+  *p = r;
+  if (!r->next) c->tail = r;
+  c->unsent = r;
+  c->nreqs++;
+}
+
+/* The head is the running request now: a cancel asked for while requests sent before
+ * it ran goes out now (a cancel request stops whatever the server runs). */
+static void head_changed(mk_conn *c) {
+  mk_req *h = running(c);
+  if (!h || !h->cancel_wanted || h->cancel_sent || c->state == MK_CONN_CLOSED) return;
+  h->cancel_sent = 1;
+  if (send_cancel(c) < 0)
+    lost_with(c, "the cancel request could not be sent; connection closed");
+}
+
+/* Server-side prepared statements: DEALLOCATE, as a request of the connection's own
+ * that goes out first among the unsent ones. Its outcome does not matter: it frees
+ * itself. */
+static void dealloc_done(mk_req *r, void *ud) {
+  (void)ud;
+  mk_req_free(r);
+}
+
+static void queue_dealloc(mk_conn *c, unsigned id) {
+  char sql[40];
+  mk_req *r;
+  int n = snprintf(sql, sizeof sql, "DEALLOCATE mk_%u", id);
+  r = mk_req_new(1, 0, 0, dealloc_done, NULL);
+  if (!r) return; /* no memory: the statement stays on the server until the session ends */
+  if (mk_req_stmt(r, 0, sql, (size_t)n, -1) < 0) {
+    mk_req_free(r);
+    return;
+  }
+  requeue_front(c, r);
+}
+
+/* 1 if err is the server saying a cached statement is gone (26000) or stale (0A000:
+ * "cached plan must not change result type"); then every cached statement r ran is
+ * forgotten (and deallocated when stale). */
+static int cache_gone(mk_conn *c, mk_req *r) {
+  const char *state;
+  int i, used = 0, stale;
+  if (!c->cache || !r->err.res) return 0;
+  state = PQresultErrorField(r->err.res, PG_DIAG_SQLSTATE);
+  if (!state || (strcmp(state, "26000") != 0 && strcmp(state, "0A000") != 0)) return 0;
+  stale = state[0] == '0';
+  for (i = 0; i < r->nstmts; i++) {
+    mk_stmt *st = &r->stmts[i];
+    if (st->cache_id && st->prepare != 1) {
+      used = 1;
+      if (mk_stmtcache_forget(c->cache, st->cache_id) && stale && c->state != MK_CONN_CLOSED)
+        queue_dealloc(c, st->cache_id);
+    }
+  }
+  return used;
+}
+
+/* Forgets the statements r prepared without the server confirming it (the PREPARE
+ * failed or was skipped). */
+static void forget_unconfirmed(mk_conn *c, mk_req *r) {
+  int i;
+  if (!c->cache) return;
+  for (i = 0; i < r->nstmts; i++)
+    if (r->stmts[i].prepare == 1) mk_stmtcache_forget(c->cache, r->stmts[i].cache_id);
+}
+
+/* 1 if r failed in a way that did not take effect and is worth one more run, now:
+ * the server dropped a cached statement it used, or a cancel request meant for another
+ * request of the pipeline hit it. The connection must be out of any transaction. */
+static int run_again(mk_conn *c, mk_req *r) {
+  const char *state;
+  if (r->err.kind == MK_ERR_NONE || r->internal || c->state != MK_CONN_READY || !c->pg ||
+      PQtransactionStatus(c->pg) != PQTRANS_IDLE)
+    return 0;
+  if (!r->cache_retried && cache_gone(c, r)) {
+    r->cache_retried = 1;
+    return 1;
+  }
+  state = r->err.res ? PQresultErrorField(r->err.res, PG_DIAG_SQLSTATE) : NULL;
+  if (!r->stray_retried && !r->cancel_wanted && state && strcmp(state, "57014") == 0 &&
+      r->sent_epoch != c->cancel_epoch) {
+    r->stray_retried = 1;
+    return 1;
+  }
+  return 0;
+}
+
 /* Ends r: unlinks it, sends the next request first (so the server works while the owner
  * handles this result), then hands r back through its done callback. */
 static void complete(mk_conn *c, mk_req *r) {
+  if (r->sent && r->err.kind != MK_ERR_NONE) forget_unconfirmed(c, r);
+  if (r->sent && run_again(c, r)) {
+    int cache_retried = r->cache_retried, stray_retried = r->stray_retried, timed_out = r->timed_out;
+    mk_timer *timer = r->timer;
+    r->timer = NULL; /* kept: the timeout still counts from the call */
+    if (!unlink_req(c, r)) {
+      r->timer = timer;
+      return;
+    }
+    r->timer = timer;
+    mk_req_reset(r);
+    r->cache_retried = cache_retried;
+    r->stray_retried = stray_retried;
+    r->timed_out = timed_out;
+    requeue_front(c, r);
+    head_changed(c);
+    if (c->state != MK_CONN_CLOSED) advance(c);
+    return;
+  }
   if (!unlink_req(c, r)) return;
+  head_changed(c);
   c->last_used = mk_loop_now(c->loop);
   if (r->timed_out && r->err.kind == MK_ERR_QUERY_CANCELED) {
     char msg[96];
@@ -306,6 +444,7 @@ static int send_cancel(mk_conn *c) {
     free(pc);
     return -1;
   }
+  c->cancel_epoch++;
   pc->k = k;
   pc->started = mk_loop_now(c->loop);
   pc->next = c->cancels;
@@ -340,17 +479,20 @@ static void shut(mk_conn *c, mk_kind kind, const char *inflight_msg, const char 
   mk_req_free(c->setsession);
   c->setsession = NULL;
   list = c->head;
-  c->head = c->tail = NULL;
+  c->head = c->tail = c->unsent = NULL;
+  c->nsent = c->nreqs = 0;
+  c->barrier = 0;
   /* Detach every request before the first callback: a callback may cancel or time
    * out a request further down the list, which must then find it off the queue. */
   for (r = list; r; r = r->next) {
     r->conn = NULL;
     mk_timer_close(r->timer);
     r->timer = NULL;
-    if (r->err.kind == MK_ERR_NONE)
-      mk_error_set(&r->err, kind, r == c->inflight ? inflight_msg : queued_msg);
+    /* the server ended the session while it ran the oldest request: the requests of
+     * the pipeline behind it never started */
+    if (r->sent && r != list && c->server_ended && r->err.kind == MK_ERR_NONE) r->may_have_run = 0;
+    if (r->err.kind == MK_ERR_NONE) mk_error_set(&r->err, kind, r->sent ? inflight_msg : queued_msg);
   }
-  c->inflight = NULL;
   while (list) {
     r = list;
     list = r->next;
@@ -435,22 +577,60 @@ static int can_send(const mk_conn *c) {
   return c->state == MK_CONN_READY || (c->state == MK_CONN_CONNECTING && c->handshake_done);
 }
 
-/* Sends the SQL of r's current step. */
+/* The statement of r's current step, or NULL for BEGIN, COMMIT and ROLLBACK. */
+static mk_stmt *step_stmt(mk_req *r) {
+  if (!(r->flags & MK_REQ_TXN)) return &r->stmts[0];
+  if (r->step >= 1 && r->step <= r->nstmts) return &r->stmts[r->step - 1];
+  return NULL;
+}
+
+static const char *step_sql(mk_req *r) {
+  const mk_stmt *st = step_stmt(r);
+  if (st) return st->sql;
+  return r->step == 0 ? "BEGIN" : r->step == COMMIT_STEP(r) ? "COMMIT" : "ROLLBACK";
+}
+
+/* Consults the statement cache once per run of st: whether it runs prepared, and
+ * whether this run prepares it. */
+static void use_cache(mk_conn *c, mk_stmt *st) {
+  mk_stmtcache_use_t u;
+  if (st->cache_checked) return;
+  st->cache_checked = 1;
+  if (!c->cache || st->nparams < 0) return;
+  if (mk_stmtcache_use(c->cache, st->sql, st->nparams, st->types, &u) < 0) return; /* unnamed */
+  if (u.evicted) queue_dealloc(c, u.evicted);
+  st->cache_id = u.id;
+  st->prepare = u.prepare;
+}
+
+/* Hands one command of r's current step to libpq: the PREPARE of its statement when
+ * prep is set, else the statement itself (or BEGIN, COMMIT, ROLLBACK). libpq's answer:
+ * 1 sent, 0 refused. */
+static int send_command(mk_conn *c, mk_req *r, int prep) {
+  const mk_stmt *st = step_stmt(r);
+  char name[24];
+  /* libpq's pipeline mode refuses PQsendQuery: one statement goes as an unnamed one */
+  if (!st || st->nparams < 0)
+    return c->in_pipeline ? PQsendQueryParams(c->pg, step_sql(r), 0, NULL, NULL, NULL, NULL, 0)
+                          : PQsendQuery(c->pg, step_sql(r));
+  if (!st->cache_id)
+    return PQsendQueryParams(c->pg, st->sql, st->nparams, st->types, (const char *const *)st->values,
+                             st->lengths, st->formats, 0);
+  snprintf(name, sizeof name, "mk_%u", st->cache_id);
+  if (prep) return PQsendPrepare(c->pg, name, st->sql, st->nparams, st->types);
+  return PQsendQueryPrepared(c->pg, name, st->nparams, (const char *const *)st->values, st->lengths,
+                             st->formats, 0);
+}
+
+/* Outside pipeline mode: sends r's current step (the PREPARE of its statement first,
+ * when the cache says this run prepares it). */
 static void send_step(mk_conn *c, mk_req *r) {
-  const mk_stmt *st = NULL;
-  const char *sql;
-  int ok;
-  if (!(r->flags & MK_REQ_TXN))
-    st = &r->stmts[0];
-  else if (r->step >= 1 && r->step <= r->nstmts)
-    st = &r->stmts[r->step - 1];
-  sql = st ? st->sql : r->step == 0 ? "BEGIN" : r->step == COMMIT_STEP(r) ? "COMMIT" : "ROLLBACK";
-  if (st && st->nparams >= 0)
-    ok = PQsendQueryParams(c->pg, sql, st->nparams, st->types, (const char *const *)st->values,
-                           st->lengths, st->formats, 0);
-  else
-    ok = PQsendQuery(c->pg, sql);
-  if (!ok) {
+  mk_stmt *st = step_stmt(r);
+  if (st && !st->cache_checked) {
+    use_cache(c, st);
+    r->prep_phase = st->prepare == 1;
+  }
+  if (!send_command(c, r, r->prep_phase)) {
     if (PQstatus(c->pg) == CONNECTION_BAD) {
       lost(c);
     } else {
@@ -460,19 +640,104 @@ static void send_step(mk_conn *c, mk_req *r) {
     }
     return;
   }
-  r->may_have_run = 1;
+  if (!r->prep_phase) r->may_have_run = 1; /* a PREPARE alone changes nothing */
   if ((r->flags & MK_REQ_TXN) && r->step == 0) r->txn_started = 1;
   flush(c);
 }
 
-static void advance(mk_conn *c) {
-  mk_req *r;
-  if (!can_send(c) || c->broken || c->inflight || !c->head) return;
-  if (cancels_pending(c)) return; /* on_cancel_end or the deadline comes back */
-  r = c->head;
-  c->inflight = r;
+/* Where the results of a pipelined r start: its first step, at the PREPARE when its
+ * statement is prepared by this run. */
+static void first_command(mk_req *r) {
+  const mk_stmt *st;
   r->step = (r->flags & MK_REQ_TXN) ? 0 : 1;
-  send_step(c, r);
+  st = step_stmt(r);
+  r->prep_phase = st && st->prepare == 1;
+}
+
+/* A command of pipelined r has all its results: the next one's come. */
+static void next_command(mk_req *r) {
+  const mk_stmt *st;
+  if (r->prep_phase) {
+    r->prep_phase = 0;
+    return;
+  }
+  if (!(r->flags & MK_REQ_TXN) || r->rolling_back || r->step >= COMMIT_STEP(r)) return;
+  r->step++;
+  st = step_stmt(r);
+  r->prep_phase = st && st->prepare == 1;
+}
+
+/* Pipeline mode: sends all of r as one group (BEGIN, each statement with its PREPARE
+ * first when this run prepares it, COMMIT), then one sync, so that it fails or succeeds
+ * alone. 0, or -1 when libpq refused (the connection is then given up). */
+static int send_group(mk_conn *c, mk_req *r) {
+  int txn = (r->flags & MK_REQ_TXN) != 0, last = txn ? COMMIT_STEP(r) : 1;
+  for (r->step = txn ? 0 : 1; r->step <= last; r->step++) {
+    mk_stmt *st = step_stmt(r);
+    if (st) use_cache(c, st);
+    if (st && st->prepare == 1 && !send_command(c, r, 1)) return -1;
+    if (!send_command(c, r, 0)) return -1;
+  }
+  if (!PQpipelineSync(c->pg)) return -1;
+  r->pipelined = 1;
+  r->may_have_run = 1;
+  r->txn_started = txn;
+  first_command(r);
+  return 0;
+}
+
+/* 1 if every statement of r can go out in pipeline mode. The setsession transaction
+ * (which runs before the connection counts as connected) never does. */
+static int pipelinable(const mk_req *r) {
+  int i;
+  if (r->internal) return 0;
+  for (i = 0; i < r->nstmts; i++)
+    if (!mk_sql_pipelinable(r->stmts[i].sql, strlen(r->stmts[i].sql))) return 0;
+  return 1;
+}
+
+/* Switches libpq's pipeline mode to on (c must have nothing sent). -1: refused, and c
+ * given up. */
+static int set_pipeline_mode(mk_conn *c, int on) {
+  if (c->in_pipeline == on) return 0;
+  if (!(on ? PQenterPipelineMode(c->pg) : PQexitPipelineMode(c->pg))) {
+    lost(c);
+    return -1;
+  }
+  c->in_pipeline = on;
+  return 0;
+}
+
+/* Sends what may go now: outside pipeline mode the oldest request once nothing else
+ * runs; in pipeline mode every pipelinable request in order, up to a transaction
+ * (nothing goes behind one until it ended) or one that must run alone (it waits until
+ * the pipeline is empty). Nothing goes while a cancel request is on its way. Returns 1
+ * if it sent a request. */
+static int advance(mk_conn *c) {
+  int sent = 0;
+  while (can_send(c) && !c->broken && c->unsent && !c->barrier && !cancels_pending(c)) {
+    mk_req *r = c->unsent;
+    int pipe = c->pipeline && pipelinable(r);
+    if ((!pipe || !c->in_pipeline) && c->nsent > 0) break; /* wait until the rest ran */
+    if (set_pipeline_mode(c, pipe) < 0) break;
+    c->unsent = r->next;
+    c->nsent++;
+    r->sent = 1;
+    r->sent_epoch = c->cancel_epoch;
+    sent = 1;
+    if (!pipe) {
+      r->step = (r->flags & MK_REQ_TXN) ? 0 : 1;
+      send_step(c, r);
+      return 1;
+    }
+    if (r->flags & MK_REQ_TXN) c->barrier = 1;
+    if (send_group(c, r) < 0) {
+      lost(c);
+      return 1;
+    }
+  }
+  if (sent && can_send(c)) flush(c);
+  return sent;
 }
 
 /* Sets r's error unless it has one. */
@@ -483,12 +748,15 @@ static void set_error(mk_req *r, mk_kind kind, const char *msg) {
 /* Files one PGresult of r's current step. Only results that carry rows or a command's
  * outcome are kept as results; every other status ends in an error or a notice. */
 static void take_result(mk_conn *c, mk_req *r, PGresult *res) {
-  int user_step = !(r->flags & MK_REQ_TXN) || (r->step >= 1 && r->step <= r->nstmts);
+  int user_step = !r->prep_phase && (!(r->flags & MK_REQ_TXN) || (r->step >= 1 && r->step <= r->nstmts));
   ExecStatusType status = PQresultStatus(res);
   switch (status) {
   case PGRES_FATAL_ERROR:
     if (r->err.kind == MK_ERR_NONE) {
       const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+      if (state && strncmp(state, "57P0", 4) == 0 && state[4] >= '1' && state[4] <= '3')
+        c->server_ended = 1;
+      r->err_step = r->step;
       /* The server ended the session (57P01 admin shutdown, 57P02 crash shutdown,
        * 57P03 cannot connect now) and answered this request with it, before any
        * result: the request was rolled back, so it cannot have taken effect. */
@@ -543,6 +811,10 @@ static void take_result(mk_conn *c, mk_req *r, PGresult *res) {
   case PGRES_COMMAND_OK:
   case PGRES_EMPTY_QUERY:
   case PGRES_SINGLE_TUPLE:
+    if (r->prep_phase && status == PGRES_COMMAND_OK) {
+      mk_stmt *st = step_stmt(r);
+      if (st) st->prepare = 2; /* the server has it */
+    }
     if (r->err.kind != MK_ERR_NONE || !user_step) {
       PQclear(res);
       return;
@@ -553,10 +825,11 @@ static void take_result(mk_conn *c, mk_req *r, PGresult *res) {
       r->results[i] = res;
     }
     return;
-  case PGRES_PIPELINE_SYNC: /* no pipeline here: nothing to file */
+  case PGRES_PIPELINE_ABORTED: /* skipped after the group's error: never data */
     PQclear(res);
+    set_error(r, MK_ERR_INTERFACE, "the pipeline was aborted");
     return;
-  default: { /* PGRES_PIPELINE_ABORTED, or a status this libpq does not document */
+  default: { /* a status this libpq does not document */
     char msg[160];
     snprintf(msg, sizeof msg, "unexpected result status from libpq: %s", PQresStatus(status));
     PQclear(res);
@@ -573,6 +846,12 @@ static void step_done(mk_conn *c, mk_req *r) {
     lost(c);
     return;
   }
+  if (r->prep_phase && r->err.kind == MK_ERR_NONE) { /* prepared: now run it */
+    r->prep_phase = 0;
+    send_step(c, r);
+    return;
+  }
+  r->prep_phase = 0;
   if (r->err.kind != MK_ERR_NONE) {
     if (txn && (r->flags & MK_REQ_ROLLBACK) && r->step >= 1 && r->step <= r->nstmts) {
       r->step = ROLLBACK_STEP(r);
@@ -587,13 +866,36 @@ static void step_done(mk_conn *c, mk_req *r) {
   complete(c, r);
 }
 
+/* Pipelined r's sync came: all its results are in. A transaction that failed inside
+ * its block (the server skipped the rest, COMMIT included, and waits in the failed
+ * block) is rolled back first, by a group of its own; nothing else was sent behind it. */
+static void group_done(mk_conn *c, mk_req *r) {
+  if (PQstatus(c->pg) == CONNECTION_BAD) {
+    lost(c);
+    return;
+  }
+  if (r->err.kind != MK_ERR_NONE && (r->flags & MK_REQ_TXN) && (r->flags & MK_REQ_ROLLBACK) &&
+      !r->rolling_back && r->err_step >= 1 && r->err_step <= r->nstmts) {
+    r->rolling_back = 1;
+    r->step = ROLLBACK_STEP(r);
+    r->prep_phase = 0;
+    if (!PQsendQueryParams(c->pg, "ROLLBACK", 0, NULL, NULL, NULL, NULL, 0) || !PQpipelineSync(c->pg)) {
+      lost(c);
+      return;
+    }
+    flush(c);
+    return;
+  }
+  complete(c, r);
+}
+
 /* Reads the rest of a COPY TO STDOUT (or replication stream) nobody asked for. 0 means
  * wait for more input. */
 static int drain_copy(mk_conn *c, mk_req *r) {
   char *buf;
   int n;
   while ((n = PQgetCopyData(c->pg, &buf, 1)) > 0) PQfreemem(buf);
-  if (!can_send(c) || c->inflight != r) return 0; /* a notice hook closed c */
+  if (!can_send(c) || running(c) != r) return 0; /* a notice hook closed c */
   if (n == 0) return 0;
   r->copy_out = 0;
   return 1;
@@ -615,15 +917,15 @@ static void read_input(mk_conn *c) {
   }
   /* LISTEN/NOTIFY is not part of the API: free what arrives. */
   while ((note = PQnotifies(c->pg)) != NULL) PQfreemem(note);
-  while (can_send(c) && c->inflight) {
-    mk_req *r = c->inflight;
+  while (can_send(c) && running(c)) {
+    mk_req *r = running(c);
     PGresult *res;
     if (r->copy_out && !drain_copy(c, r)) return;
     if (c->copy_end_pending) return; /* the COPY goes on until its end was sent */
     /* libpq calls the notice hook while parsing here; it may have closed c (and ended
      * r): look again before touching r */
     if (PQisBusy(c->pg)) {
-      if (!can_send(c) || c->inflight != r || !tls_pending(c)) return;
+      if (!can_send(c) || running(c) != r || !tls_pending(c)) return;
       /* bytes already inside OpenSSL: the socket will not say so, read them now */
       if (!PQconsumeInput(c->pg)) {
         lost(c);
@@ -631,16 +933,25 @@ static void read_input(mk_conn *c) {
       }
       continue;
     }
-    if (!can_send(c) || c->inflight != r) break;
+    if (!can_send(c) || running(c) != r) break;
     res = PQgetResult(c->pg);
-    if (!can_send(c) || c->inflight != r) {
+    if (!can_send(c) || running(c) != r) {
       PQclear(res);
       break;
     }
-    if (res)
+    if (!r->pipelined) {
+      if (res)
+        take_result(c, r, res);
+      else
+        step_done(c, r);
+    } else if (!res) {
+      next_command(r);
+    } else if (PQresultStatus(res) == PGRES_PIPELINE_SYNC) {
+      PQclear(res);
+      group_done(c, r);
+    } else {
       take_result(c, r, res);
-    else
-      step_done(c, r);
+    }
   }
   if (can_send(c) && PQstatus(c->pg) == CONNECTION_BAD) lost(c);
 }
@@ -680,14 +991,16 @@ static void handshake_done(mk_conn *c) {
     return;
   }
   c->handshake_done = 1;
+  if (c->cache_size > 0 && !(c->cache = mk_stmtcache_new(c->cache_size))) {
+    mk_req_free(ss);
+    connect_fail_msg(c, "out of memory");
+    return;
+  }
   if (!ss) {
     became_ready(c);
     return;
   }
-  ss->conn = c;
-  ss->next = c->head;
-  c->head = ss;
-  if (!c->tail) c->tail = ss;
+  requeue_front(c, ss); /* nothing was sent: it goes first */
   advance(c);
 }
 
@@ -1034,14 +1347,19 @@ static void on_req_timeout(void *ud) {
   char msg[160];
   if (!c) return;
   enter(c);
-  if (c->inflight != r) {
+  if (!r->sent) {
     snprintf(msg, sizeof msg, "query timed out after %d ms while waiting for the connection", r->timeout_ms);
     mk_req_fail(r, MK_ERR_TIMEOUT, msg);
     complete(c, r);
   } else if (!r->timed_out) {
-    /* ask the server to cancel; wait as long again (at least a second) for its answer */
+    /* ask the server to cancel (in a pipeline: once the requests sent before it are
+     * done); wait as long again (at least a second) for its answer */
+    int now = running(c) == r && !r->cancel_sent;
     r->timed_out = 1;
-    if (send_cancel(c) < 0 || mk_timer_start(r->timer, r->timeout_ms < 1000 ? 1000 : (uint64_t)r->timeout_ms) < 0) {
+    r->cancel_wanted = 1;
+    if (now) r->cancel_sent = 1;
+    if ((now && send_cancel(c) < 0) ||
+        mk_timer_start(r->timer, r->timeout_ms < 1000 ? 1000 : (uint64_t)r->timeout_ms) < 0) {
       snprintf(msg, sizeof msg, "query timed out after %d ms; cannot cancel it, connection closed", r->timeout_ms);
       mk_req_fail(r, MK_ERR_TIMEOUT, msg);
       lost(c);
@@ -1064,13 +1382,7 @@ int mk_conn_submit(mk_conn *c, mk_req *r) {
       return -1;
     }
   }
-  r->conn = c;
-  r->next = NULL;
-  if (c->tail)
-    c->tail->next = r;
-  else
-    c->head = r;
-  c->tail = r;
+  append_req(c, r);
   if (c->depth == 0) {
     enter(c);
     advance(c);
@@ -1082,8 +1394,13 @@ int mk_conn_submit(mk_conn *c, mk_req *r) {
 int mk_conn_cancel(mk_conn *c, mk_req *r) {
   if (r->conn != c) return 0;
   enter(c);
-  if (c->inflight == r) {
-    if (send_cancel(c) < 0) {
+  if (r->sent) {
+    /* a request of a pipeline that waits for those sent before it: its cancel request
+     * goes once it runs (head_changed) */
+    int now = running(c) == r && !r->cancel_sent;
+    r->cancel_wanted = 1;
+    if (now) r->cancel_sent = 1;
+    if (now && send_cancel(c) < 0) {
       /* no cancel request can be sent (no memory, no thread): the connection is
        * closed rather than left running what the caller asked to stop */
       mk_req_fail(r, MK_ERR_QUERY_CANCELED,
@@ -1101,7 +1418,7 @@ int mk_conn_cancel(mk_conn *c, mk_req *r) {
 void mk_conn_close(mk_conn *c) {
   if (c->state == MK_CONN_CLOSED) return;
   enter(c);
-  if (c->inflight && c->pg) (void)send_cancel(c); /* do not leave the backend busy */
+  if (running(c) && c->pg) (void)send_cancel(c); /* do not leave the backend busy */
   {
     mk_error e;
     mk_error_set(&e, MK_ERR_INTERFACE, "connection closed");

@@ -95,12 +95,28 @@ static void req_clear_results(mk_req *r) {
 }
 
 void mk_req_reset(mk_req *r) {
+  int i;
   req_clear_results(r);
   r->step = 0;
   r->may_have_run = 0;
   r->txn_started = 0;
   r->timed_out = 0;
   r->copy_out = 0;
+  r->sent = 0;
+  r->prep_phase = 0;
+  r->pipelined = 0;
+  r->rolling_back = 0;
+  r->err_step = 0;
+  r->cancel_wanted = 0;
+  r->cancel_sent = 0;
+  r->sent_epoch = 0;
+  r->cache_retried = 0;
+  r->stray_retried = 0;
+  for (i = 0; i < r->nstmts; i++) {
+    r->stmts[i].cache_checked = 0;
+    r->stmts[i].cache_id = 0;
+    r->stmts[i].prepare = 0;
+  }
 }
 
 void mk_req_free(mk_req *r) {

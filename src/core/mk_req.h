@@ -75,6 +75,10 @@ typedef struct mk_stmt {
   int *lengths;
   int *formats;
   Oid *types;
+  /* set by the connection when the statement is sent: */
+  int cache_checked; /* the statement cache was consulted for this run */
+  unsigned cache_id; /* runs as prepared statement mk_<cache_id>; 0: unnamed */
+  int prepare;       /* 1: prepared by this run (2 once the server confirmed it) */
 } mk_stmt;
 
 struct mk_req {
@@ -92,6 +96,16 @@ struct mk_req {
   int txn_started;
   int timed_out;
   int copy_out;
+  int sent;          /* handed to libpq (its first step, or its whole pipeline group) */
+  int prep_phase;    /* the current step is the PREPARE of its statement */
+  int pipelined;     /* went out in pipeline mode, as one group with one sync */
+  int rolling_back;  /* pipelined transaction: its ROLLBACK group is out */
+  int err_step;      /* pipelined: the step whose error the request has */
+  int cancel_wanted; /* cancel or timeout asked for: a cancel request when it runs */
+  int cancel_sent;   /* that cancel request was started */
+  unsigned sent_epoch; /* the connection's cancel count when it was sent */
+  int cache_retried; /* re-run once after the server dropped a cached statement */
+  int stray_retried; /* re-run once after a cancel meant for another request hit it */
   mk_timer *timer;
   mk_req_done_fn done;
   void *ud;

@@ -447,3 +447,40 @@ int mk_sql_is_routine_name(const char *s, size_t len) {
   }
   return 0;
 }
+
+/* ---- pipeline check ---- */
+
+static int word_is(const char *s, size_t len, size_t i, size_t j, const char *w) {
+  size_t n = strlen(w), k;
+  if (j - i != n || j > len) return 0;
+  for (k = 0; k < n; k++)
+    if ((s[i + k] | 0x20) != w[k]) return 0;
+  return 1;
+}
+
+int mk_sql_pipelinable(const char *sql, size_t len) {
+  size_t i = 0, j;
+  int seen_code = 0, ended = 0;
+  while (i < len) {
+    char c = sql[i];
+    if (c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v') {
+      i++;
+      continue;
+    }
+    j = skip_inert(sql, len, i);
+    if (j > i && ((c == '-' && i + 1 < len && sql[i + 1] == '-') || (c == '/' && i + 1 < len && sql[i + 1] == '*'))) {
+      i = j; /* a comment is no code */
+      continue;
+    }
+    if (ended) return 0; /* code after a ';': a second statement */
+    if (c == ';') {
+      ended = 1;
+      i++;
+      continue;
+    }
+    if (!seen_code && j > i && word_is(sql, len, i, j, "copy")) return 0;
+    seen_code = 1;
+    i = j > i ? j : i + 1;
+  }
+  return 1;
+}

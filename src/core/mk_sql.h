@@ -56,4 +56,10 @@ int mk_sql_max_positional(const char *sql, size_t len, size_t *bad_off, size_t *
  * ("..." with "" for a quote, no NUL, not empty); 0 otherwise. */
 int mk_sql_is_routine_name(const char *s, size_t len);
 
+/* 1 if sql can go out in libpq's pipeline mode (the extended protocol): at most one
+ * statement (one trailing ';' and comments allowed), and not a COPY, which libpq
+ * does not run in a pipeline. 0 otherwise. Lexed as mk_sql_scan_positional does. No
+ * allocation. */
+int mk_sql_pipelinable(const char *sql, size_t len);
+
 #endif
