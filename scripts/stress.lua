@@ -34,7 +34,9 @@ local conns, pools = {}, {}
 
 local function a_conn()
   if #conns < 4 or math.random() < 0.05 then
-    conns[#conns + 1] = momoko.Connection(dsn)
+    -- half of them pipelined; caches of 0, 2 (evicting all the time) and 100 entries
+    conns[#conns + 1] = momoko.Connection(dsn, { pipeline = math.random() < 0.5,
+                                                 statement_cache_size = ({ 0, 2, 100 })[math.random(3)] })
     watch(conns[#conns]:connect())
   end
   return conns[math.random(#conns)]
@@ -42,7 +44,8 @@ end
 
 local function a_pool()
   if #pools < 2 or math.random() < 0.02 then
-    local p = momoko.Pool{ dsn = dsn, size = 1, max_size = 3, max_waiting = 200, acquire_timeout = 2000 }
+    local p = momoko.Pool{ dsn = dsn, size = 1, max_size = 3, max_waiting = 200, acquire_timeout = 2000,
+                           pipeline = math.random() < 0.5, statement_cache_size = ({ 0, 2, 100 })[math.random(3)] }
     watch(p:connect())
     pools[#pools + 1] = p
   end
@@ -52,8 +55,10 @@ end
 local function query(target)
   if target.closed then return nil end
   local r = math.random()
-  if r < 0.5 then
-    return watch(target:execute("SELECT $1::int", { math.random(1000) }))
+  if r < 0.4 then -- five statement texts: caches of 2 keep evicting
+    return watch(target:execute("SELECT $1::int + " .. math.random(0, 4), { math.random(1000) }))
+  elseif r < 0.5 then -- a cached statement that fails now and then
+    return watch(target:execute("SELECT 10 / $1::int", { math.random(0, 3) }))
   elseif r < 0.7 then
     return watch(target:execute("SELECT pg_sleep(0.005)", nil, { timeout = math.random(1, 20) }))
   elseif r < 0.85 then

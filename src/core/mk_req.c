@@ -4,19 +4,16 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* One block holds the request, its statements and its result slots. */
 mk_req *mk_req_new(int nstmts, unsigned flags, int timeout_ms, mk_req_done_fn done, void *ud) {
   mk_req *r;
+  size_t n;
   if (nstmts < 1) return NULL;
-  r = calloc(1, sizeof *r);
+  n = (size_t)nstmts;
+  r = calloc(1, sizeof *r + n * sizeof *r->stmts + n * sizeof *r->results);
   if (!r) return NULL;
-  r->stmts = calloc((size_t)nstmts, sizeof *r->stmts);
-  r->results = calloc((size_t)nstmts, sizeof *r->results);
-  if (!r->stmts || !r->results) {
-    free(r->stmts);
-    free(r->results);
-    free(r);
-    return NULL;
-  }
+  r->stmts = (mk_stmt *)(r + 1);
+  r->results = (PGresult **)(r->stmts + n);
   r->nstmts = nstmts;
   r->flags = flags;
   r->timeout_ms = timeout_ms;
@@ -25,44 +22,40 @@ mk_req *mk_req_new(int nstmts, unsigned flags, int timeout_ms, mk_req_done_fn do
   return r;
 }
 
-static void stmt_free(mk_stmt *st) {
-  int j;
-  for (j = 0; j < st->nparams; j++) free(st->values[j]);
-  free(st->values);
-  free(st->lengths);
-  free(st->formats);
-  free(st->types);
-  free(st->sql);
+/* A value lives in its parameter's inline slot when it fits (with its NUL). */
+static int inline_value(const mk_stmt *st, int j) {
+  return st->values[j] == st->inline_vals + (size_t)j * MK_STMT_INLINE;
 }
 
+static void stmt_free(mk_stmt *st) {
+  int j;
+  for (j = 0; j < st->nparams; j++)
+    if (!inline_value(st, j)) free(st->values[j]);
+  free(st->block);
+}
+
+/* One block per statement: the parameter arrays, the inline value slots, then the SQL. */
 int mk_req_stmt(mk_req *r, int i, const char *sql, size_t len, int nparams) {
   mk_stmt *st = &r->stmts[i];
+  size_t n = nparams > 0 ? (size_t)nparams : 0;
+  char *b;
   stmt_free(st);
   memset(st, 0, sizeof *st);
   st->nparams = -1;
-  st->sql = malloc(len + 1);
-  if (!st->sql) return -1;
+  b = malloc(n * (sizeof *st->values + sizeof *st->lengths + sizeof *st->formats + sizeof *st->types +
+                  MK_STMT_INLINE) + len + 1);
+  if (!b) return -1;
+  st->block = b;
+  st->values = (char **)b;
+  st->types = (Oid *)(st->values + n);
+  st->lengths = (int *)(st->types + n);
+  st->formats = st->lengths + n;
+  st->inline_vals = (char *)(st->formats + n);
+  st->sql = st->inline_vals + n * MK_STMT_INLINE;
   memcpy(st->sql, sql, len);
   st->sql[len] = '\0';
+  memset(st->values, 0, n * sizeof *st->values);
   if (nparams < 0) return 0;
-  if (nparams > 0) {
-    size_t n = (size_t)nparams;
-    st->values = calloc(n, sizeof *st->values);
-    st->lengths = calloc(n, sizeof *st->lengths);
-    st->formats = calloc(n, sizeof *st->formats);
-    st->types = calloc(n, sizeof *st->types);
-    if (!st->values || !st->lengths || !st->formats || !st->types) {
-      free(st->values);
-      free(st->lengths);
-      free(st->formats);
-      free(st->types);
-      st->values = NULL;
-      st->lengths = NULL;
-      st->formats = NULL;
-      st->types = NULL;
-      return -1;
-    }
-  }
   st->nparams = nparams;
   return 0;
 }
@@ -72,12 +65,14 @@ int mk_req_param(mk_req *r, int i, int j, const char *val, size_t len, int forma
   char *copy = NULL;
   if (val && len > (size_t)MK_REQ_PARAM_MAX) return -2; /* libpq takes an int length */
   if (val) {
-    copy = malloc(len + 1);
+    copy = len < MK_STMT_INLINE ? st->inline_vals + (size_t)j * MK_STMT_INLINE : malloc(len + 1);
     if (!copy) return -1;
+    if (st->values[j] && !inline_value(st, j)) free(st->values[j]);
     memcpy(copy, val, len);
     copy[len] = '\0';
+  } else if (st->values[j] && !inline_value(st, j)) {
+    free(st->values[j]);
   }
-  free(st->values[j]);
   st->values[j] = copy;
   st->lengths[j] = (int)len;
   st->formats[j] = format;
@@ -125,8 +120,6 @@ void mk_req_free(mk_req *r) {
   mk_timer_close(r->timer);
   req_clear_results(r);
   for (i = 0; i < r->nstmts; i++) stmt_free(&r->stmts[i]);
-  free(r->stmts);
-  free(r->results);
   free(r);
 }
 

@@ -67,8 +67,14 @@ void mk_req_fail(mk_req *r, mk_kind kind, const char *msg);
 /* 1 once a transaction's BEGIN was sent. */
 int mk_req_txn_started(const mk_req *r);
 
+/* Bytes of a parameter value (its NUL included) kept inside the statement's block;
+ * longer values get an allocation of their own. */
+#define MK_STMT_INLINE 24
+
 /* The connection's view of a request. */
 typedef struct mk_stmt {
+  char *block;       /* the one allocation: arrays, inline value slots, SQL */
+  char *inline_vals; /* nparams slots of MK_STMT_INLINE bytes */
   char *sql;
   int nparams; /* -1: simple protocol */
   char **values;
