@@ -303,30 +303,55 @@ static void forget_unconfirmed(mk_conn *c, mk_req *r) {
 
 /* 1 if r failed in a way that did not take effect and is worth one more run, now:
  * the server dropped a cached statement it used, or a cancel request meant for another
- * request of the pipeline hit it. The connection must be out of any transaction. */
+ * request of the pipeline hit it. The connection must be out of any transaction. -1
+ * when it may be, but requests of the pipeline sent after r still run: libpq tells the
+ * transaction status only once they are done, so r is asked about again then. */
 static int run_again(mk_conn *c, mk_req *r) {
   const char *state;
-  if (r->err.kind == MK_ERR_NONE || r->internal || c->state != MK_CONN_READY || !c->pg ||
-      PQtransactionStatus(c->pg) != PQTRANS_IDLE)
-    return 0;
+  PGTransactionStatusType ts;
+  int later;
+  if (r->err.kind == MK_ERR_NONE || r->internal || c->state != MK_CONN_READY || !c->pg) return 0;
+  ts = PQtransactionStatus(c->pg);
+  later = ts == PQTRANS_ACTIVE && r->pipelined && c->nsent > 1;
+  if (ts != PQTRANS_IDLE && !later) return 0;
   if (!r->cache_retried && cache_gone(c, r)) {
+    if (later) return -1;
     r->cache_retried = 1;
     return 1;
   }
   state = r->err.res ? PQresultErrorField(r->err.res, PG_DIAG_SQLSTATE) : NULL;
   if (!r->stray_retried && !r->cancel_wanted && state && strcmp(state, "57014") == 0 &&
       r->sent_epoch != c->cancel_epoch) {
+    if (later) return -1;
     r->stray_retried = 1;
     return 1;
   }
   return 0;
 }
 
+/* Puts r (not on c), which keeps its error, among the unsent requests behind those
+ * parked before it, for advance() to complete it again once nothing is sent. */
+static void park(mk_conn *c, mk_req *r) {
+  mk_req **p = &c->head;
+  while (*p && *p != c->unsent) p = &(*p)->next;
+  while (*p && (*p)->recheck) p = &(*p)->next;
+  r->conn = c;
+  r->sent = 0;
+  r->recheck = 1;
+  r->next = *p;
+  *p = r;
+  if (!r->next) c->tail = r;
+  if (c->unsent == r->next) c->unsent = r;
+  c->nreqs++;
+}
+
 /* Ends r: unlinks it, sends the next request first (so the server works while the owner
  * handles this result), then hands r back through its done callback. */
 static void complete(mk_conn *c, mk_req *r) {
+  int again = 0;
   if (r->sent && r->err.kind != MK_ERR_NONE) forget_unconfirmed(c, r);
-  if (r->sent && run_again(c, r)) {
+  if (r->sent) again = run_again(c, r);
+  if (again) {
     int cache_retried = r->cache_retried, stray_retried = r->stray_retried, timed_out = r->timed_out;
     mk_timer *timer = r->timer;
     r->timer = NULL; /* kept: the timeout still counts from the call */
@@ -335,6 +360,11 @@ static void complete(mk_conn *c, mk_req *r) {
       return;
     }
     r->timer = timer;
+    if (again < 0) {
+      park(c, r);
+      head_changed(c);
+      return;
+    }
     mk_req_reset(r);
     r->cache_retried = cache_retried;
     r->stray_retried = stray_retried;
@@ -717,7 +747,17 @@ static int advance(mk_conn *c) {
   int sent = 0;
   while (can_send(c) && !c->broken && c->unsent && !c->barrier && !cancels_pending(c)) {
     mk_req *r = c->unsent;
-    int pipe = c->pipeline && pipelinable(r);
+    int pipe;
+    if (r->recheck) { /* parked by complete(): decided once nothing runs */
+      if (c->nsent > 0) break;
+      c->unsent = r->next;
+      c->nsent++;
+      r->sent = 1;
+      r->recheck = 0;
+      complete(c, r);
+      continue;
+    }
+    pipe = c->pipeline && pipelinable(r);
     if ((!pipe || !c->in_pipeline) && c->nsent > 0) break; /* wait until the rest ran */
     if (set_pipeline_mode(c, pipe) < 0) break;
     c->unsent = r->next;

@@ -107,6 +107,7 @@ void mk_req_reset(mk_req *r) {
   r->sent_epoch = 0;
   r->cache_retried = 0;
   r->stray_retried = 0;
+  r->recheck = 0;
   for (i = 0; i < r->nstmts; i++) {
     r->stmts[i].cache_checked = 0;
     r->stmts[i].cache_id = 0;

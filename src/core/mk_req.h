@@ -112,6 +112,7 @@ struct mk_req {
   unsigned sent_epoch; /* the connection's cancel count when it was sent */
   int cache_retried; /* re-run once after the server dropped a cached statement */
   int stray_retried; /* re-run once after a cancel meant for another request hit it */
+  int recheck;       /* failed while later requests of its pipeline ran: decided after them */
   mk_timer *timer;
   mk_req_done_fn done;
   void *ud;

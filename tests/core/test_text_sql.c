@@ -1,6 +1,7 @@
 /* test_text_sql.c: standalone TAP tests for the connection-free helpers in mk_buf,
- * mk_text (parsers and the array writer) and mk_sql, plus a deterministic
- * random-input pass over every parser.
+ * mk_text (parsers and the array writer), mk_sql (the pipeline check included) and
+ * mk_stmtcache (the statement cache: LRU order, eviction, keys, forget, ids), plus a
+ * deterministic random-input pass over every parser.
  * Every input is copied into a buffer of exactly its length (no NUL after it), so a
  * read past the end is caught by AddressSanitizer or valgrind. Prints one TAP line per
  * check, then the plan, and exits 1 if any check failed. */
@@ -12,6 +13,7 @@
 
 #include "mk_buf.h"
 #include "mk_sql.h"
+#include "mk_stmtcache.h"
 #include "mk_text.h"
 
 static int ntests, nfailed;
@@ -805,6 +807,191 @@ static void test_routine(void) {
   check_routine("\"a\0b\"", 5, 0);
 }
 
+/* ---- mk_sql_pipelinable ---- */
+
+static void check_pipe(const char *s, int want, const char *desc) {
+  size_t n = strlen(s);
+  char *text = exact_copy(s, n);
+  int got = mk_sql_pipelinable(text, n);
+  if (got != want)
+    printf("# got %d for '%s'\n", got, s);
+  check(got == want, desc);
+  free(text);
+}
+
+static void test_pipelinable(void) {
+  char *text;
+
+  check_pipe("SELECT 1", 1, "pipe: one statement");
+  check_pipe("SELECT $1::int + 1", 1, "pipe: one statement with a parameter");
+  check_pipe("SELECT 1;", 1, "pipe: a trailing ';'");
+  check_pipe("  SELECT 1 ;  \n\t", 1, "pipe: ';' and blanks around");
+  check_pipe("SELECT 1; -- done", 1, "pipe: a -- comment after the ';'");
+  check_pipe("SELECT 1; /* a /* nested */ */ -- b\n", 1, "pipe: block and line comments after the ';'");
+  check_pipe("SELECT 1 -- ; SELECT 2", 1, "pipe: ';' inside a -- comment");
+  check_pipe("SELECT /* ; SELECT 2 */ 1", 1, "pipe: ';' inside a block comment");
+  check_pipe("SELECT ';', 'a;b'", 1, "pipe: ';' inside strings");
+  check_pipe("SELECT 'it''s; x'", 1, "pipe: ';' inside a string with ''");
+  check_pipe("SELECT E'\\'; SELECT 2'", 1, "pipe: ';' inside an E'' string after \\'");
+  check_pipe("SELECT \"a;b\" FROM t", 1, "pipe: ';' inside a quoted identifier");
+  check_pipe("SELECT $$;$$, $t$ ; SELECT 2 $t$", 1, "pipe: ';' inside dollar quotes");
+  check_pipe("DO $$BEGIN PERFORM 1; PERFORM 2; END$$", 1, "pipe: a DO body with ';'s");
+  check_pipe("SELECT * FROM copy", 1, "pipe: copy not as the first word");
+  check_pipe("SELECT copy_from FROM t", 1, "pipe: a word that starts with copy");
+  check_pipe("copyx", 1, "pipe: copyx is not COPY");
+  check_pipe("\"copy\"", 1, "pipe: a quoted \"copy\" is not COPY");
+  check_pipe("", 1, "pipe: empty text");
+  check_pipe("SELECT 1; SELECT 2", 0, "pipe: two statements");
+  check_pipe("SELECT 1;SELECT 2;", 0, "pipe: two statements, no blank");
+  check_pipe("SELECT 1 -- c\n; SELECT 2", 0, "pipe: a comment before the ';' of two statements");
+  check_pipe("SELECT 1; /* c */ SELECT 2", 0, "pipe: a comment between two statements");
+  check_pipe("SELECT $$x$$; SELECT 2", 0, "pipe: a dollar quote then a second statement");
+  check_pipe("BEGIN; SELECT 1", 0, "pipe: BEGIN; SELECT 1");
+  check_pipe("SELECT 1; COPY t TO STDOUT", 0, "pipe: a COPY as second statement");
+  check_pipe("COPY t FROM STDIN", 0, "pipe: COPY");
+  check_pipe("copy t to stdout", 0, "pipe: copy in lower case");
+  check_pipe("CoPy (SELECT 1) TO STDOUT", 0, "pipe: CoPy in mixed case");
+  check_pipe(" \n\t\r\f\vCOPY t FROM STDIN", 0, "pipe: COPY after whitespace");
+  check_pipe("/* x */COPY t FROM STDIN", 0, "pipe: COPY after a block comment");
+  check_pipe("/* a /* b */ c */ copy t FROM STDIN", 0, "pipe: COPY after a nested comment");
+  check_pipe("-- c\nCOPY t FROM STDIN", 0, "pipe: COPY after a line comment");
+  check_pipe("COPY", 0, "pipe: COPY alone");
+  /* len is honoured: only the first statement of the buffer is looked at */
+  text = exact_copy("SELECT 1; SELECT 2", 9);
+  check(mk_sql_pipelinable(text, 9) == 1, "pipe: only len bytes are read");
+  free(text);
+  text = exact_copy("COPY", 3);
+  check(mk_sql_pipelinable(text, 3) == 1, "pipe: COP (len 3) is not COPY");
+  free(text);
+}
+
+/* ---- mk_stmtcache ---- */
+
+/* One use of (sql, nparams, types); sql and types are copied into exact buffers (freed
+ * after the call, so the cache must have copied them). Returns the use. */
+static mk_stmtcache_use_t sc_use(mk_stmtcache *sc, const char *sql, int nparams, const Oid *types) {
+  size_t n = strlen(sql) + 1;
+  char *s = exact_copy(sql, n);
+  Oid *t = NULL;
+  mk_stmtcache_use_t u;
+  if (nparams > 0) {
+    t = (Oid *)(void *)alloc_exact((size_t)nparams * sizeof *t);
+    memcpy(t, types, (size_t)nparams * sizeof *t);
+  }
+  memset(&u, 0xff, sizeof u);
+  if (mk_stmtcache_use(sc, s, nparams, t, &u) != 0) {
+    fputs("out of memory\n", stderr);
+    exit(2);
+  }
+  memset(s, 'x', n - 1); /* the cache must not keep pointing at the caller's text */
+  free(s);
+  free(t);
+  return u;
+}
+
+static int use_is(mk_stmtcache_use_t u, unsigned id, int prepare, unsigned evicted) {
+  int ok = u.id == id && u.prepare == prepare && u.evicted == evicted;
+  if (!ok)
+    printf("# got id=%u prepare=%d evicted=%u, want id=%u prepare=%d evicted=%u\n", u.id, u.prepare,
+           u.evicted, id, prepare, evicted);
+  return ok;
+}
+
+static void test_stmtcache(void) {
+  static const Oid int4[] = {23}, text1[] = {25}, unknown[] = {0}, two[] = {23, 23}, rev[] = {25, 23},
+                   fwd[] = {23, 25};
+  mk_stmtcache *sc;
+  mk_stmtcache_use_t a1, b1, u;
+  unsigned last = 0;
+  int i, ok;
+
+  check(mk_stmtcache_new(0) == NULL, "stmtcache: capacity 0 is refused");
+  check(mk_stmtcache_new(-1) == NULL, "stmtcache: a negative capacity is refused");
+  mk_stmtcache_free(NULL);
+
+  sc = mk_stmtcache_new(3);
+  check(sc != NULL && mk_stmtcache_count(sc) == 0, "stmtcache: a new cache is empty");
+  check(use_is(sc_use(sc, "A", 1, int4), 0, 0, 0), "stmtcache: a first run is unnamed");
+  check(mk_stmtcache_count(sc) == 1, "stmtcache: a first run makes an entry");
+  a1 = sc_use(sc, "A", 1, int4);
+  check(a1.id != 0 && a1.prepare == 1 && a1.evicted == 0, "stmtcache: the second run prepares, with an id");
+  check(use_is(sc_use(sc, "A", 1, int4), a1.id, 0, 0), "stmtcache: later runs use the id, no prepare");
+  check(use_is(sc_use(sc, "A", 1, int4), a1.id, 0, 0), "stmtcache: ... every time");
+  check(mk_stmtcache_count(sc) == 1, "stmtcache: one entry for one key");
+  /* recency now: A. Add B, C: C, B, A; D pushes out A, the least recently used */
+  check(use_is(sc_use(sc, "B", 1, int4), 0, 0, 0), "stmtcache: B first run");
+  check(use_is(sc_use(sc, "C", 1, int4), 0, 0, 0), "stmtcache: C first run");
+  check(mk_stmtcache_count(sc) == 3, "stmtcache: full at capacity");
+  check(use_is(sc_use(sc, "D", 1, int4), 0, 0, a1.id),
+        "stmtcache: the capacity+1-th key pushes out the LRU entry and hands back its id");
+  check(mk_stmtcache_count(sc) == 3, "stmtcache: still at capacity after an eviction");
+  /* D, C, B: using B makes it the most recent, so E pushes out C (never prepared: 0) */
+  b1 = sc_use(sc, "B", 1, int4);
+  check(b1.prepare == 1 && b1.id != 0 && b1.id != a1.id && b1.evicted == 0,
+        "stmtcache: B's second run prepares it under a new id");
+  check(use_is(sc_use(sc, "E", 1, int4), 0, 0, 0),
+        "stmtcache: pushing out a never-prepared entry hands back 0");
+  /* E, B, D: C is gone (a first run again), which pushes out D (never prepared) */
+  check(use_is(sc_use(sc, "C", 1, int4), 0, 0, 0), "stmtcache: a pushed-out key starts over");
+  /* C, E, B: A starts over too and pushes out B, prepared */
+  check(use_is(sc_use(sc, "A", 1, int4), 0, 0, b1.id), "stmtcache: LRU order follows use, not insertion");
+  check(use_is(sc_use(sc, "A", 1, int4), b1.id + 1, 1, 0),
+        "stmtcache: a key seen again after eviction is prepared under a fresh id");
+  mk_stmtcache_free(sc);
+
+  /* the key is the SQL text and the parameter types */
+  sc = mk_stmtcache_new(16);
+  (void)sc_use(sc, "SELECT $1", 1, int4);
+  check(use_is(sc_use(sc, "SELECT $1", 1, text1), 0, 0, 0), "stmtcache: other type OIDs, another entry");
+  check(use_is(sc_use(sc, "SELECT $1", 1, unknown), 0, 0, 0), "stmtcache: OID 0 is a type of its own");
+  check(use_is(sc_use(sc, "SELECT $1", 0, NULL), 0, 0, 0), "stmtcache: no parameters, another entry");
+  check(use_is(sc_use(sc, "SELECT $1", 2, two), 0, 0, 0), "stmtcache: two int4s differ from one");
+  check(use_is(sc_use(sc, "SELECT $1", 2, fwd), 0, 0, 0), "stmtcache: (int4, text) another entry");
+  check(use_is(sc_use(sc, "SELECT $1", 2, rev), 0, 0, 0), "stmtcache: (text, int4): the order counts");
+  check(use_is(sc_use(sc, "SELECT $1 ", 1, int4), 0, 0, 0), "stmtcache: a byte more of SQL, another entry");
+  check(use_is(sc_use(sc, "SELECT $", 1, int4), 0, 0, 0), "stmtcache: a prefix of the SQL, another entry");
+  check(mk_stmtcache_count(sc) == 9, "stmtcache: nine distinct keys");
+  u = sc_use(sc, "SELECT $1", 1, text1);
+  check(u.prepare == 1 && u.id != 0, "stmtcache: each typed key is prepared on its own second run");
+  a1 = sc_use(sc, "SELECT $1", 1, int4);
+  check(a1.prepare == 1 && a1.id != u.id, "stmtcache: ... under its own id");
+  b1 = sc_use(sc, "SELECT $1", 0, NULL);
+  check(b1.prepare == 1 && b1.id != u.id && b1.id != a1.id, "stmtcache: the key without parameters too");
+  check(use_is(sc_use(sc, "SELECT $1", 1, text1), u.id, 0, 0), "stmtcache: the text key keeps its id");
+
+  /* forget */
+  check(mk_stmtcache_forget(sc, 0) == 0, "stmtcache: forget(0) forgets nothing");
+  check(mk_stmtcache_forget(sc, 99999) == 0, "stmtcache: forget of an unknown id is 0");
+  check(mk_stmtcache_count(sc) == 9, "stmtcache: ... and changes nothing");
+  check(mk_stmtcache_forget(sc, u.id) == 1, "stmtcache: forget of a prepared id is 1");
+  check(mk_stmtcache_count(sc) == 8, "stmtcache: forget removes the entry");
+  check(mk_stmtcache_forget(sc, u.id) == 0, "stmtcache: a second forget of it is 0");
+  check(use_is(sc_use(sc, "SELECT $1", 1, text1), 0, 0, 0), "stmtcache: a forgotten key starts over unnamed");
+  u = sc_use(sc, "SELECT $1", 1, text1);
+  check(u.prepare == 1 && u.id > b1.id, "stmtcache: and is prepared again under a fresh id");
+  check(use_is(sc_use(sc, "SELECT $1", 1, int4), a1.id, 0, 0), "stmtcache: other entries are untouched");
+  mk_stmtcache_free(sc);
+
+  /* ids: never 0, never reused; capacity 1 evicts at every new key */
+  sc = mk_stmtcache_new(1);
+  ok = 1;
+  for (i = 0; i < 1000; i++) {
+    char sql[32];
+    snprintf(sql, sizeof sql, "SELECT %d", i);
+    u = sc_use(sc, sql, 0, NULL);
+    if (u.id != 0 || u.prepare != 0 || u.evicted != last)
+      ok = 0;
+    u = sc_use(sc, sql, 0, NULL);
+    if (u.id == 0 || u.id <= last || u.prepare != 1 || u.evicted != 0)
+      ok = 0;
+    last = u.id;
+    if (mk_stmtcache_count(sc) != 1)
+      ok = 0;
+  }
+  check(ok, "stmtcache: capacity 1: each new key evicts the last, ids rise and are never 0");
+  mk_stmtcache_free(sc);
+}
+
 /* ---- random inputs: deterministic xorshift64; inputs are drawn mostly from the bytes
  * the parsers treat specially so that the deep paths are reached. ---- */
 
@@ -1005,6 +1192,8 @@ int main(void) {
   test_positional();
   test_max_positional();
   test_routine();
+  test_pipelinable();
+  test_stmtcache();
   fuzz();
   printf("1..%d\n", ntests);
   return nfailed ? 1 : 0;
