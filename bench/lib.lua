@@ -3,12 +3,25 @@
 --   BENCH <workload> <client> <ops> <wall_seconds> <cpu_seconds>
 -- Wall time comes from luv's uv.hrtime() (monotonic, ns); CPU time is utime + stime from
 -- /proc/self/stat (clock ticks, 10 ms each). Both are taken after connect and warm-up.
+-- The momoko clients take their Connection/Pool options through B.options, which adds
+-- what bench/run sets in the environment: BENCH_PIPELINE=1 (pipeline = true) and
+-- BENCH_STATEMENT_CACHE=N (statement_cache_size = N); unset, the library's defaults hold.
 local uv = require "luv"
 local M = {}
 
 M.seconds = tonumber(arg and arg[1]) or 5
 M.dsn = os.getenv("MOMOKO_DSN") or os.getenv("MOMOKO_TEST_DSN")
 local ticks = tonumber(os.getenv("BENCH_CLK_TCK") or "") or 100
+
+-- opts with the environment's pipeline and statement_cache_size added; returns opts.
+function M.options(opts)
+  if os.getenv("BENCH_PIPELINE") == "1" then opts.pipeline = true end
+  local cache = os.getenv("BENCH_STATEMENT_CACHE")
+  if cache and cache ~= "" then
+    opts.statement_cache_size = assert(math.tointeger(tonumber(cache)), "BENCH_STATEMENT_CACHE: an integer")
+  end
+  return opts
+end
 
 function M.now() return uv.hrtime() / 1e9 end
 

@@ -1,12 +1,13 @@
 -- W1: serial `SELECT $1` on one momoko Connection, a fresh integer each time, each
 -- awaited before the next is sent. Ops = queries.
 -- Usage: lua5.4 bench/w1_serial.lua SECONDS   (MOMOKO_DSN or MOMOKO_TEST_DSN)
+-- BENCH_STATEMENT_CACHE=0 runs it without the statement cache (default: the library's 100).
 local B = require "lib"
 local momoko = require "momoko"
 
 local m = B.meter("W1", "momoko")
 momoko.spawn(function()
-  local conn = momoko.connect(B.dsn):await()
+  local conn = momoko.connect(B.options({dsn = B.dsn})):await()
   for i = 1, 2000 do conn:execute("SELECT $1", {i}):await() end -- warm-up
   local n = 0
   m.start()

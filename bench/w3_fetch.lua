@@ -8,7 +8,7 @@ local shape = arg[2] or "array"
 local m = B.meter("W3", "momoko-" .. shape)
 local sql = "SELECT id, name, score, created FROM t100k"
 momoko.spawn(function()
-  local conn = momoko.connect({dsn = B.dsn, cursor_factory = momoko.cursors[shape]}):await()
+  local conn = momoko.connect(B.options({dsn = B.dsn, cursor_factory = momoko.cursors[shape]})):await()
   local rows = conn:execute(sql):await():fetchall() -- warm-up
   if #rows ~= 100000 then error("W3: " .. #rows .. " rows") end
   local probe = rows[100000]

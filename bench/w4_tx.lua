@@ -2,6 +2,7 @@
 -- pool:transaction() on a Pool of 8, from 8 coroutines (one per connection), random ids.
 -- Ops = committed transactions.
 -- Usage: lua5.4 bench/w4_tx.lua SECONDS [COROUTINES] [POOL_SIZE]
+-- BENCH_PIPELINE=1 makes it a Pool with pipeline = true (transaction() in one round trip).
 local B = require "lib"
 local momoko = require "momoko"
 
@@ -11,7 +12,7 @@ local m = B.meter("W4", "momoko")
 local upd = "UPDATE t100k SET score = score + 1 WHERE id = $1"
 local sel = "SELECT score FROM t100k WHERE id = $1"
 momoko.spawn(function()
-  local pool = momoko.Pool({dsn = B.dsn, size = size})
+  local pool = momoko.Pool(B.options({dsn = B.dsn, size = size}))
   pool:connect():await()
   local function tx(id)
     local curs = pool:transaction({{upd, {id}}, {sel, {id}}}):await()
