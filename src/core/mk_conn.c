@@ -275,14 +275,23 @@ static void queue_dealloc(mk_conn *c, unsigned id) {
  * "cached plan must not change result type"); then every cached statement r ran is
  * forgotten (and deallocated when stale). */
 static int cache_gone(mk_conn *c, mk_req *r) {
-  const char *state;
+  const char *state, *where, *msg;
   int i, used = 0, stale;
   if (!c->cache || !r->err.res) return 0;
   state = PQresultErrorField(r->err.res, PG_DIAG_SQLSTATE);
+  where = PQresultErrorField(r->err.res, PG_DIAG_SOURCE_FUNCTION);
+  msg = PQresultErrorField(r->err.res, PG_DIAG_MESSAGE_PRIMARY);
   if (!state || (strcmp(state, "26000") != 0 && strcmp(state, "0A000") != 0)) return 0;
   stale = state[0] == '0';
+  /* only the plan cache's own 0A000, not a feature the statement itself lacks */
+  if (stale && (!where || strcmp(where, "RevalidateCachedQuery") != 0)) return 0;
   for (i = 0; i < r->nstmts; i++) {
     mk_stmt *st = &r->stmts[i];
+    char quoted[32];
+    snprintf(quoted, sizeof quoted, "\"mk_%u\"", st->cache_id);
+    /* 26000 about this cache's statement (the message names it in any language), not
+     * about one the SQL itself names (EXECUTE with params) */
+    if (!stale && (!msg || !strstr(msg, quoted))) continue;
     if (st->cache_id && st->prepare != 1) {
       used = 1;
       if (mk_stmtcache_forget(c->cache, st->cache_id) && stale && c->state != MK_CONN_CLOSED)
