@@ -642,6 +642,20 @@ static void use_cache(mk_conn *c, mk_stmt *st) {
   st->prepare = u.prepare;
 }
 
+/* The server-side name of cached statement id: "mk_<id>". */
+static void stmt_name(char *out, unsigned id) {
+  char tmp[12];
+  int n = 0;
+  memcpy(out, "mk_", 3);
+  out += 3;
+  do {
+    tmp[n++] = (char)('0' + id % 10);
+    id /= 10;
+  } while (id);
+  while (n) *out++ = tmp[--n];
+  *out = '\0';
+}
+
 /* Hands one command of r's current step to libpq: the PREPARE of its statement when
  * prep is set, else the statement itself (or BEGIN, COMMIT, ROLLBACK). libpq's answer:
  * 1 sent, 0 refused. */
@@ -655,7 +669,7 @@ static int send_command(mk_conn *c, mk_req *r, int prep) {
   if (!st->cache_id)
     return PQsendQueryParams(c->pg, st->sql, st->nparams, st->types, (const char *const *)st->values,
                              st->lengths, st->formats, 0);
-  snprintf(name, sizeof name, "mk_%u", st->cache_id);
+  stmt_name(name, st->cache_id);
   if (prep) return PQsendPrepare(c->pg, name, st->sql, st->nparams, st->types);
   return PQsendQueryPrepared(c->pg, name, st->nparams, (const char *const *)st->values, st->lengths,
                              st->formats, 0);

@@ -596,6 +596,14 @@ static void test_writer(void) {
     char num[MK_TEXT_NUMLEN];
     int n = mk_text_int(num, -9223372036854775807LL - 1);
     check(n == 20 && strcmp(num, "-9223372036854775808") == 0, "text_int: the smallest int8");
+    n = mk_text_int(num, 9223372036854775807LL);
+    check(n == 19 && strcmp(num, "9223372036854775807") == 0, "text_int: the largest int8");
+    n = mk_text_int(num, 0);
+    check(n == 1 && strcmp(num, "0") == 0, "text_int: zero");
+    n = mk_text_int(num, -7);
+    check(n == 2 && strcmp(num, "-7") == 0, "text_int: a negative digit");
+    n = mk_text_int(num, 1000000000);
+    check(n == 10 && strcmp(num, "1000000000") == 0, "text_int: trailing zeros");
   }
 
   /* What the writer writes, the parser reads back. */
