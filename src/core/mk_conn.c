@@ -61,6 +61,8 @@ struct mk_conn {
   int pipeline;       /* mk_conn_set_pipeline */
   int cache_size;     /* mk_conn_set_statement_cache */
   mk_stmtcache *cache; /* made at the end of the handshake when cache_size > 0 */
+  unsigned *deallocs; /* cached statements to DEALLOCATE once out of a transaction */
+  int ndeallocs, deallocs_cap;
   int in_pipeline;    /* libpq is in pipeline mode */
   int barrier;        /* a pipelined transaction is out: nothing is sent behind it */
   int server_ended;   /* the server ended the session (57P01-57P03) */
@@ -108,6 +110,7 @@ static void leave(mk_conn *c) {
     mk_timer_close(c->cancel_timer);
     dns_free(c->dns);
     mk_stmtcache_free(c->cache);
+    free(c->deallocs);
     free(c);
   }
 }
@@ -258,7 +261,7 @@ static void dealloc_done(mk_req *r, void *ud) {
   mk_req_free(r);
 }
 
-static void queue_dealloc(mk_conn *c, unsigned id) {
+static void send_dealloc(mk_conn *c, unsigned id) {
   char sql[40];
   mk_req *r;
   int n = snprintf(sql, sizeof sql, "DEALLOCATE mk_%u", id);
@@ -269,6 +272,36 @@ static void queue_dealloc(mk_conn *c, unsigned id) {
     return;
   }
   requeue_front(c, r);
+}
+
+/* 1 when the connection is outside any transaction block, as far as libpq knows now. */
+static int txn_idle(const mk_conn *c) {
+  return c->pg && PQtransactionStatus(c->pg) == PQTRANS_IDLE;
+}
+
+/* DEALLOCATE goes only outside a transaction block: inside one, a failing DEALLOCATE
+ * (the user dropped the statement behind the cache's back) would abort the user's
+ * transaction, and one in a failed block would not run. Until the connection is out
+ * of it, the numbers wait in c->deallocs. */
+static void queue_dealloc(mk_conn *c, unsigned id) {
+  if (txn_idle(c) && c->nsent <= 1) {
+    send_dealloc(c, id);
+    return;
+  }
+  if (c->ndeallocs == c->deallocs_cap) {
+    int cap = c->deallocs_cap ? c->deallocs_cap * 2 : 8;
+    unsigned *p = realloc(c->deallocs, (size_t)cap * sizeof *p);
+    if (!p) return; /* no memory: the statement stays on the server until the session ends */
+    c->deallocs = p;
+    c->deallocs_cap = cap;
+  }
+  c->deallocs[c->ndeallocs++] = id;
+}
+
+/* Sends the DEALLOCATEs that waited for the end of a transaction block. */
+static void flush_deallocs(mk_conn *c) {
+  if (!c->ndeallocs || !txn_idle(c) || c->nsent > 0 || c->state == MK_CONN_CLOSED) return;
+  while (c->ndeallocs) send_dealloc(c, c->deallocs[--c->ndeallocs]);
 }
 
 /* 1 if err is the server saying a cached statement is gone (26000) or stale (0A000:
@@ -385,6 +418,7 @@ static void complete(mk_conn *c, mk_req *r) {
   }
   if (!unlink_req(c, r)) return;
   head_changed(c);
+  flush_deallocs(c);
   c->last_used = mk_loop_now(c->loop);
   if (r->timed_out && r->err.kind == MK_ERR_QUERY_CANCELED) {
     char msg[96];
