@@ -66,8 +66,10 @@ static void push_result(lua_State *L, lreq *q, int i, int uv) {
     lua_getfield(L, uv, "cursor_factory");
   factory = lua_gettop(L);
   /* the cursor takes the result from q once it exists: until then q still owns it */
-  lmk_cursor_push(L, q->res ? &q->res[i] : &none, mk_req_sql(q->r, i),
+  lua_pushstring(L, mk_req_sql(q->r, i));
+  lmk_cursor_push(L, q->res ? &q->res[i] : &none, -1,
                   lua_type(L, factory) == LUA_TSTRING && strcmp(lua_tostring(L, factory), "dict") == 0, uv);
+  lua_remove(L, -2);
   if (lua_isfunction(L, factory)) {
     lua_pushvalue(L, factory);
     lua_insert(L, -2);
