@@ -455,6 +455,14 @@ void lmk_params_check(lua_State *L, int sqlidx, int pidx) {
   prepare(L, sqlidx, pidx);
 }
 
+void lmk_params_push_sql(lua_State *L, int prepidx) {
+  const lprep *p = lua_touserdata(L, prepidx);
+  if (strlen(p->sql) == p->sql_len) /* libpq sends the SQL up to a NUL byte, no further */
+    lua_getiuservalue(L, prepidx, UV_SQL);
+  else
+    lua_pushstring(L, p->sql);
+}
+
 int lmk_params_fill(lua_State *L, mk_req *r, int i, int prepidx) {
   lprep *p = lua_touserdata(L, prepidx);
   int j;
