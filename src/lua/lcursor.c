@@ -30,7 +30,18 @@ typedef struct lcursor {
   lcol col[]; /* per column */
 } lcursor;
 
-static lcursor *check_cursor(lua_State *L, int idx) { return luaL_checkudata(L, idx, LMK_CURSOR); }
+/* The cursor at idx. Every function of the metatable has it as upvalue 1 and the methods
+ * table as upvalue 2: comparing the metatable with the upvalue spares the registry
+ * lookup of luaL_checkudata, which still makes the message for anything else. */
+static lcursor *check_cursor(lua_State *L, int idx) {
+  void *cur = lua_touserdata(L, idx);
+  if (cur && lua_getmetatable(L, idx)) {
+    int same = lua_rawequal(L, -1, lua_upvalueindex(1));
+    lua_pop(L, 1);
+    if (same) return cur;
+  }
+  return luaL_checkudata(L, idx, LMK_CURSOR);
+}
 
 /* Raises unless the result is still there: Lua code run while a row is built (a
  * decoder, or a finalizer run by a GC step) may have closed the cursor. */
@@ -161,7 +172,9 @@ static int rows_iter(lua_State *L) {
 
 static int c_rows(lua_State *L) {
   open_cursor(L);
-  lua_pushcfunction(L, rows_iter);
+  lua_pushvalue(L, lua_upvalueindex(1));
+  lua_pushvalue(L, lua_upvalueindex(2));
+  lua_pushcclosure(L, rows_iter, 2); /* with the upvalues of check_cursor */
   lua_pushvalue(L, 1);
   return 2;
 }
@@ -240,8 +253,8 @@ static int c_description(lua_State *L, lcursor *cur) {
 static int c_index(lua_State *L) {
   lcursor *cur = check_cursor(L, 1);
   const char *k = lua_tostring(L, 2);
-  if (lua_getmetatable(L, 1) && lua_getfield(L, -1, "methods") && (lua_pushvalue(L, 2), lua_rawget(L, -2)) != LUA_TNIL)
-    return 1;
+  lua_pushvalue(L, 2);
+  if (lua_rawget(L, lua_upvalueindex(2)) != LUA_TNIL) return 1;
   if (!k) return 0;
   if (strcmp(k, "rowcount") == 0) return c_rowcount(L, cur);
   if (strcmp(k, "rownumber") == 0) {
@@ -347,8 +360,14 @@ void lmk_open_cursor(lua_State *L) {
     {"__gc", c_close},    {"__close", c_close},       {"__tostring", c_tostring},
     {NULL, NULL}};
   luaL_newmetatable(L, LMK_CURSOR);
-  luaL_setfuncs(L, meta, 0);
-  luaL_newlib(L, methods);
-  lua_setfield(L, -2, "methods");
+  luaL_newlibtable(L, methods);
+  lua_pushvalue(L, -2);
+  lua_pushvalue(L, -2);
+  luaL_setfuncs(L, methods, 2);
+  lua_pushvalue(L, -1);
+  lua_setfield(L, -3, "methods");
+  lua_pushvalue(L, -2); /* metatable, methods, metatable, methods */
+  lua_insert(L, -2);
+  luaL_setfuncs(L, meta, 2);
   lua_pop(L, 1);
 }

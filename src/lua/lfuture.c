@@ -28,7 +28,18 @@ struct lfuture {
 #define OUTCOME 1
 #define WAITERS 2
 
-static lfuture *check_future(lua_State *L, int idx) { return luaL_checkudata(L, idx, LMK_FUTURE); }
+/* The future at idx. The methods have the metatable as upvalue 1: comparing with it
+ * spares the registry lookup of luaL_checkudata, which still makes the message for
+ * anything else (and serves the functions without that upvalue). */
+static lfuture *check_future(lua_State *L, int idx) {
+  void *f = lua_touserdata(L, idx);
+  if (f && lua_getmetatable(L, idx)) {
+    int same = lua_rawequal(L, -1, lua_upvalueindex(1));
+    lua_pop(L, 1);
+    if (same) return f;
+  }
+  return luaL_checkudata(L, idx, LMK_FUTURE);
+}
 
 lfuture *lmk_future_new_slots(lua_State *L, int nslots) {
   lfuture *f = lua_newuserdatauv(L, sizeof *f, LMK_FUTURE_SLOT - 1 + nslots);
@@ -548,9 +559,12 @@ void lmk_open_future(lua_State *L) {
     {"add_done_callback", f_add_done_callback}, {"cancel", f_cancel}, {NULL, NULL}};
   static const luaL_Reg private_fns[] = {{"resolve", f_resolve}, {"fail", f_fail}, {NULL, NULL}};
   luaL_newmetatable(L, LMK_FUTURE);
-  luaL_newlib(L, methods);
+  luaL_newlibtable(L, methods);
+  lua_pushvalue(L, -2);
+  luaL_setfuncs(L, methods, 1);
   lua_setfield(L, -2, "__index");
-  lua_pushcfunction(L, f_tostring);
+  lua_pushvalue(L, -1);
+  lua_pushcclosure(L, f_tostring, 1);
   lua_setfield(L, -2, "__tostring");
   lua_setfield(L, -2, "Future"); /* module.Future: the metatable, to recognize futures */
   lua_pushcfunction(L, new_future);
