@@ -47,8 +47,8 @@ static void req_free(lreq *q) {
   free(q);
 }
 
-/* Drops what q holds in Lua: its future's slots (the owner, the factory, the SQL: the
- * future may outlive them) and its reference to the future. */
+/* Empties the resolver slots of the future at fidx: the future may live on long after
+ * its request, and must not keep the owner, the factory or the SQL alive. */
 static void clear_slots(lua_State *L, int fidx) {
   int i;
   fidx = lua_absindex(L, fidx);
@@ -58,6 +58,7 @@ static void clear_slots(lua_State *L, int fidx) {
   }
 }
 
+/* Drops what q holds in Lua: its future's slots and its reference to the future. */
 static void req_release(lua_State *L, lreq *q) {
   lua_rawgeti(L, LUA_REGISTRYINDEX, q->fref);
   clear_slots(L, -1);
