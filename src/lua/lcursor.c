@@ -1,7 +1,9 @@
 /* lcursor: momoko.Cursor, a userdata over one PGresult, which it owns and clears once
  * (close or __gc). Rows are converted when fetched, straight from the result.
- * User value 1: a table with the query text, per-column Lua decoders (by column
- * number) and, for dict rows, column names (by -column number). */
+ * User value 1: the query text. User value 2, only for dict rows or columns with a Lua
+ * decoder (else nil): a table with, for dict rows, the column names at 1..ncols and
+ * the decoders at ncols + 1..2 * ncols. Everything a row needs but its values is
+ * resolved once, when the cursor is made: the decoding of each column, and the names. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -9,6 +11,9 @@
 
 #include "lerror.h"
 #include "ltypes.h"
+
+#define UV_QUERY 1
+#define UV_AUX 2
 
 typedef struct lcol {
   unsigned char dec; /* LMK_D_* */
@@ -20,11 +25,23 @@ typedef struct lcursor {
   int nrows, ncols, pos;
   int dict;
   int closed; /* close() was called (res may also be NULL for a result-less cursor) */
+  int aux;    /* user value 2 is a table */
   lua_Integer arraysize;
   lcol col[]; /* per column */
 } lcursor;
 
-static lcursor *check_cursor(lua_State *L, int idx) { return luaL_checkudata(L, idx, LMK_CURSOR); }
+/* The cursor at idx. Every function of the metatable has it as upvalue 1 and the methods
+ * table as upvalue 2: comparing the metatable with the upvalue spares the registry
+ * lookup of luaL_checkudata, which still makes the message for anything else. */
+static lcursor *check_cursor(lua_State *L, int idx) {
+  void *cur = lua_touserdata(L, idx);
+  if (cur && lua_getmetatable(L, idx)) {
+    int same = lua_rawequal(L, -1, lua_upvalueindex(1));
+    lua_pop(L, 1);
+    if (same) return cur;
+  }
+  return luaL_checkudata(L, idx, LMK_CURSOR);
+}
 
 /* Raises unless the result is still there: Lua code run while a row is built (a
  * decoder, or a finalizer run by a GC step) may have closed the cursor. */
@@ -32,43 +49,66 @@ static void still_open(lua_State *L, lcursor *cur) {
   if (!cur->res) lmk_raise(L, MK_ERR_INTERFACE, "cursor was closed while a row was being fetched");
 }
 
-/* Pushes the value of row, col. Needs the cursor's user value table at uvidx.
- * lmk_type_push copies the text before any Lua code runs. */
-static void push_value(lua_State *L, lcursor *cur, int uvidx, int row, int col) {
-  int d = cur->col[col].dec, fnidx = 0;
-  if (PQgetisnull(cur->res, row, col)) {
+/* Pushes the value of row, col; aux is the stack index of the cursor's user value 2 (0
+ * when it has none). libpq gives a NULL as "", so only an empty text asks PQgetisnull.
+ * Every push copies or reads the text before a GC step can run a finalizer that clears
+ * the result. */
+static void push_value(lua_State *L, lcursor *cur, int aux, int row, int col) {
+  int d = cur->col[col].dec, fnidx;
+  const char *s = PQgetvalue(cur->res, row, col);
+  if (!s[0] && PQgetisnull(cur->res, row, col)) {
     lmk_push_null(L);
     return;
   }
-  if (d == LMK_D_LUA || d == LMK_D_ARRAY + LMK_D_LUA) {
-    lua_rawgeti(L, uvidx, col + 1);
+  switch (d) {
+  case LMK_D_TEXT:
+    lua_pushlstring(L, s, (size_t)PQgetlength(cur->res, row, col));
+    return;
+  case LMK_D_INT: case LMK_D_FLOAT: case LMK_D_BOOL:
+    lmk_type_push_number(L, d, s);
+    return;
+  case LMK_D_LUA: case LMK_D_ARRAY + LMK_D_LUA:
+    lua_rawgeti(L, aux, cur->ncols + col + 1);
     fnidx = lua_gettop(L);
+    lmk_type_push(L, d, cur->col[col].delim, fnidx, s, (size_t)PQgetlength(cur->res, row, col));
+    lua_remove(L, fnidx);
+    return;
+  default:
+    lmk_type_push(L, d, cur->col[col].delim, 0, s, (size_t)PQgetlength(cur->res, row, col));
   }
-  lmk_type_push(L, d, cur->col[col].delim, fnidx, PQgetvalue(cur->res, row, col),
-                (size_t)PQgetlength(cur->res, row, col));
-  if (fnidx) lua_remove(L, fnidx);
 }
 
-/* Pushes row number row, which the caller has claimed (pos is past it already). Any
- * allocation or decoder may run Lua that fetches from, scrolls or closes this very
- * cursor: the cursor's state is read again after each, never kept across. */
-static void push_row(lua_State *L, lcursor *cur, int row) {
-  int col, uv;
-  luaL_checkstack(L, 6, "cursor row");
-  lua_getiuservalue(L, 1, 1);
-  uv = lua_gettop(L);
-  lua_createtable(L, cur->dict ? 0 : cur->ncols, cur->dict ? cur->ncols : 0);
-  for (col = 0; col < cur->ncols; col++) {
-    still_open(L, cur);
-    if (cur->dict) lua_rawgeti(L, uv, -(col + 1));
-    push_value(L, cur, uv, row, col);
-    if (cur->dict)
+/* Pushes row number row, which the caller has claimed (pos is past it already); aux
+ * as for push_value, with room on the stack for 4 more values. Any allocation or
+ * decoder may run Lua that fetches from, scrolls or closes this very cursor: the
+ * cursor's state is read again after each, never kept across. */
+static void push_row(lua_State *L, lcursor *cur, int aux, int row) {
+  int col, ncols = cur->ncols;
+  if (cur->dict) {
+    lua_createtable(L, 0, ncols);
+    for (col = 0; col < ncols; col++) {
+      still_open(L, cur);
+      lua_rawgeti(L, aux, col + 1);
+      push_value(L, cur, aux, row, col);
       lua_rawset(L, -3);
-    else
+    }
+  } else {
+    lua_createtable(L, ncols, 0);
+    for (col = 0; col < ncols; col++) {
+      still_open(L, cur);
+      push_value(L, cur, aux, row, col);
       lua_rawseti(L, -2, col + 1);
+    }
   }
   still_open(L, cur);
-  lua_remove(L, uv);
+}
+
+/* Pushes the cursor's user value 2 (or nil) and returns its index, or 0 for nil; with
+ * room for push_row. */
+static int push_aux(lua_State *L, lcursor *cur) {
+  luaL_checkstack(L, 8, "cursor row");
+  lua_getiuservalue(L, 1, UV_AUX);
+  return cur->aux ? lua_gettop(L) : 0;
 }
 
 static lcursor *open_cursor(lua_State *L) {
@@ -79,8 +119,10 @@ static lcursor *open_cursor(lua_State *L) {
 
 static int c_fetchone(lua_State *L) {
   lcursor *cur = open_cursor(L);
+  int aux;
   if (cur->pos >= cur->nrows) return 0;
-  push_row(L, cur, cur->pos++);
+  aux = push_aux(L, cur);
+  push_row(L, cur, aux, cur->pos++);
   return 1;
 }
 
@@ -88,14 +130,17 @@ static int c_fetchone(lua_State *L) {
  * have taken rows (they are not returned twice) or closed the cursor (raises). */
 static void fetch_n(lua_State *L, lcursor *cur, lua_Integer n) {
   lua_Integer i;
+  int aux, list;
   if (n > cur->nrows - cur->pos) n = cur->nrows - cur->pos;
   if (n < 0) n = 0;
+  aux = push_aux(L, cur);
   lua_createtable(L, (int)n, 0);
+  list = lua_gettop(L);
   for (i = 1; i <= n; i++) {
     if (cur->closed) lmk_raise(L, MK_ERR_INTERFACE, "cursor was closed while rows were being fetched");
     if (cur->pos >= cur->nrows) break;
-    push_row(L, cur, cur->pos++);
-    lua_rawseti(L, -2, i);
+    push_row(L, cur, aux, cur->pos++);
+    lua_rawseti(L, list, i);
   }
 }
 
@@ -127,7 +172,9 @@ static int rows_iter(lua_State *L) {
 
 static int c_rows(lua_State *L) {
   open_cursor(L);
-  lua_pushcfunction(L, rows_iter);
+  lua_pushvalue(L, lua_upvalueindex(1));
+  lua_pushvalue(L, lua_upvalueindex(2));
+  lua_pushcclosure(L, rows_iter, 2); /* with the upvalues of check_cursor */
   lua_pushvalue(L, 1);
   return 2;
 }
@@ -206,8 +253,8 @@ static int c_description(lua_State *L, lcursor *cur) {
 static int c_index(lua_State *L) {
   lcursor *cur = check_cursor(L, 1);
   const char *k = lua_tostring(L, 2);
-  if (lua_getmetatable(L, 1) && lua_getfield(L, -1, "methods") && (lua_pushvalue(L, 2), lua_rawget(L, -2)) != LUA_TNIL)
-    return 1;
+  lua_pushvalue(L, 2);
+  if (lua_rawget(L, lua_upvalueindex(2)) != LUA_TNIL) return 1;
   if (!k) return 0;
   if (strcmp(k, "rowcount") == 0) return c_rowcount(L, cur);
   if (strcmp(k, "rownumber") == 0) {
@@ -221,8 +268,7 @@ static int c_index(lua_State *L) {
     return 1;
   }
   if (strcmp(k, "query") == 0) {
-    lua_getiuservalue(L, 1, 1);
-    lua_getfield(L, -1, "query");
+    lua_getiuservalue(L, 1, UV_QUERY);
     return 1;
   }
   if (strcmp(k, "arraysize") == 0) {
@@ -250,12 +296,13 @@ static int c_tostring(lua_State *L) {
   return 1;
 }
 
-void lmk_cursor_push(lua_State *L, PGresult **resp, const char *query, int dict, int owneruv) {
+void lmk_cursor_push(lua_State *L, PGresult **resp, int queryidx, int dict, int owneruv) {
   PGresult *res = *resp;
-  int ncols = res ? PQnfields(res) : 0, col, uv;
+  int ncols = res ? PQnfields(res) : 0, col, cu, dec, aux = 0;
   lcursor *cur;
   if (owneruv) owneruv = lua_absindex(L, owneruv);
-  cur = lua_newuserdatauv(L, sizeof *cur + (size_t)ncols * sizeof(lcol), 1);
+  queryidx = lua_absindex(L, queryidx);
+  cur = lua_newuserdatauv(L, sizeof *cur + (size_t)ncols * sizeof(lcol), 2);
   cur->res = NULL;
   luaL_setmetatable(L, LMK_CURSOR);
   cur->res = res; /* owned from here: __gc clears it even if the rest raises */
@@ -265,24 +312,42 @@ void lmk_cursor_push(lua_State *L, PGresult **resp, const char *query, int dict,
   cur->pos = 0;
   cur->dict = dict;
   cur->closed = 0;
+  cur->aux = 0;
   cur->arraysize = 1;
-  lua_createtable(L, ncols, dict ? ncols + 1 : 1);
-  uv = lua_gettop(L);
-  lua_pushstring(L, query ? query : "");
-  lua_setfield(L, uv, "query");
-  for (col = 0; col < ncols; col++) {
-    Oid oid = PQftype(res, col);
-    char delim;
-    int d = lmk_type_decoding(L, owneruv, oid, &delim);
-    cur->col[col].dec = (unsigned char)d;
-    cur->col[col].delim = delim;
-    if (d == LMK_D_LUA || d == LMK_D_ARRAY + LMK_D_LUA) lua_rawseti(L, uv, col + 1);
-    if (dict) {
+  cu = lua_gettop(L);
+  lua_pushvalue(L, queryidx);
+  lua_setiuservalue(L, cu, UV_QUERY);
+  if (ncols == 0) return;
+  lmk_type_push_decoders(L, owneruv);
+  dec = lua_gettop(L) - 1;
+  if (dict) {
+    lua_createtable(L, 2 * ncols, 0);
+    aux = lua_gettop(L);
+    for (col = 0; col < ncols; col++) {
       lua_pushstring(L, PQfname(res, col));
-      lua_rawseti(L, uv, -(col + 1));
+      lua_rawseti(L, aux, col + 1);
     }
   }
-  lua_setiuservalue(L, -2, 1);
+  for (col = 0; col < ncols; col++) {
+    char delim;
+    int d = lmk_type_decoding(L, dec, owneruv, PQftype(res, col), &delim);
+    cur->col[col].dec = (unsigned char)d;
+    cur->col[col].delim = delim;
+    if (d == LMK_D_LUA || d == LMK_D_ARRAY + LMK_D_LUA) {
+      if (!aux) {
+        lua_createtable(L, 2 * ncols, 0);
+        lua_insert(L, -2);
+        aux = lua_gettop(L) - 1;
+      }
+      lua_rawseti(L, aux, ncols + col + 1);
+    }
+  }
+  if (aux) {
+    lua_pushvalue(L, aux);
+    lua_setiuservalue(L, cu, UV_AUX);
+    cur->aux = 1;
+  }
+  lua_settop(L, cu);
 }
 
 void lmk_open_cursor(lua_State *L) {
@@ -295,8 +360,14 @@ void lmk_open_cursor(lua_State *L) {
     {"__gc", c_close},    {"__close", c_close},       {"__tostring", c_tostring},
     {NULL, NULL}};
   luaL_newmetatable(L, LMK_CURSOR);
-  luaL_setfuncs(L, meta, 0);
-  luaL_newlib(L, methods);
-  lua_setfield(L, -2, "methods");
+  luaL_newlibtable(L, methods);
+  lua_pushvalue(L, -2);
+  lua_pushvalue(L, -2);
+  luaL_setfuncs(L, methods, 2);
+  lua_pushvalue(L, -1);
+  lua_setfield(L, -3, "methods");
+  lua_pushvalue(L, -2); /* metatable, methods, metatable, methods */
+  lua_insert(L, -2);
+  luaL_setfuncs(L, meta, 2);
   lua_pop(L, 1);
 }

@@ -10,12 +10,13 @@
 
 /* Pushes a cursor that takes the result *resp (NULL: no result): *resp is set to NULL
  * once the cursor userdata exists and owns it (its GC clears it, also if the rest
- * raises); if making the userdata raises, *resp is left to its owner. dict selects rows keyed by column name. owneruv is the
- * index of the options table of the Connection or Pool that ran the query (its
- * decoders and learnt types, see ltypes.h), or 0. Calls no decoder. Fetching is safe
+ * raises); if making the userdata raises, *resp is left to its owner. queryidx is the
+ * index of the query's Lua string (cursor.query, kept as is). dict selects rows keyed
+ * by column name. owneruv is the index of the options table of the Connection or Pool
+ * that ran the query (its decoders and learnt types, see ltypes.h), or 0. Calls no decoder. Fetching is safe
  * against decoders that fetch from, scroll or close the same cursor: a cursor closed
  * while a row is being built raises InterfaceError. */
-void lmk_cursor_push(lua_State *L, PGresult **resp, const char *query, int dict, int owneruv);
+void lmk_cursor_push(lua_State *L, PGresult **resp, int queryidx, int dict, int owneruv);
 /* Registers the Cursor metatable. */
 void lmk_open_cursor(lua_State *L);
 

@@ -1,8 +1,10 @@
 /* lfuture: momoko.Future, coroutine resumption and spawn (see lfuture.h).
  * A future is a userdata; user value 1 holds the outcome (the single result, a table
- * of several results, or the error), user value 2 the waiters (a table of suspended
- * coroutines and done callbacks). Whoever will resolve a future keeps a registry
- * reference to it, so a future nobody else references still completes.
+ * of several results, or the error), user value 2 the waiters: nil, the one waiter (a
+ * suspended coroutine or a done callback: the common case makes no table), or a table
+ * of them in order. User values from LMK_FUTURE_SLOT on belong to the resolver. Whoever
+ * will resolve a future keeps a registry reference to it, so a future nobody else
+ * references still completes.
  * Every error raised in a coroutine is meant for a momoko lua_resume (lmk_resume),
  * which routes it: an await raises only when momoko is below it (lmk_may_raise), and
  * otherwise waits for the next loop turn (defer). */
@@ -26,42 +28,65 @@ struct lfuture {
 #define OUTCOME 1
 #define WAITERS 2
 
-static lfuture *check_future(lua_State *L, int idx) { return luaL_checkudata(L, idx, LMK_FUTURE); }
+/* The future at idx. The methods have the metatable as upvalue 1: comparing with it
+ * spares the registry lookup of luaL_checkudata, which still makes the message for
+ * anything else (and serves the functions without that upvalue). */
+static lfuture *check_future(lua_State *L, int idx) {
+  void *f = lua_touserdata(L, idx);
+  if (f && lua_getmetatable(L, idx)) {
+    int same = lua_rawequal(L, -1, lua_upvalueindex(1));
+    lua_pop(L, 1);
+    if (same) return f;
+  }
+  return luaL_checkudata(L, idx, LMK_FUTURE);
+}
 
-lfuture *lmk_future_new(lua_State *L) {
-  lfuture *f = lua_newuserdatauv(L, sizeof *f, 2);
+lfuture *lmk_future_new_slots(lua_State *L, int nslots) {
+  lfuture *f = lua_newuserdatauv(L, sizeof *f, LMK_FUTURE_SLOT - 1 + nslots);
   memset(f, 0, sizeof *f);
   luaL_setmetatable(L, LMK_FUTURE);
   return f;
 }
+
+lfuture *lmk_future_new(lua_State *L) { return lmk_future_new_slots(L, 0); }
 
 void lmk_future_set_cancel(lfuture *f, lmk_cancel_fn fn, void *ud) {
   f->cancel = fn;
   f->cancel_ud = ud;
 }
 
-/* Wakes every waiter of the done future at idx. The waiters table stays on the stack
- * while they run, so nothing they do can collect a waiter not yet woken. */
+/* Wakes the waiter on top (popped) of the done future at idx. */
+static void wake_one(lua_State *L, int idx) {
+  if (lua_type(L, -1) == LUA_TTHREAD) {
+    lua_State *co = lua_tothread(L, -1);
+    lua_pop(L, 1);
+    if (lua_status(co) == LUA_YIELD) lmk_resume(L, co, 0);
+  } else {
+    lua_pushvalue(L, idx);
+    if (lua_pcall(L, 1, 0, 0) != LUA_OK) lmk_report(L);
+  }
+}
+
+/* Wakes every waiter of the done future at idx. The waiter, or the table of them, stays
+ * on the stack while they run, so nothing they do can collect a waiter not yet woken. */
 static void wake(lua_State *L, int idx) {
   lua_Integer i, n;
-  int wt;
-  if (lua_getiuservalue(L, idx, WAITERS) != LUA_TTABLE) {
+  int wt, t = lua_getiuservalue(L, idx, WAITERS);
+  if (t == LUA_TNIL) {
     lua_pop(L, 1);
     return;
   }
   wt = lua_gettop(L);
   lua_pushnil(L);
   lua_setiuservalue(L, idx, WAITERS);
-  n = (lua_Integer)lua_rawlen(L, wt);
-  for (i = 1; i <= n; i++) {
-    int t = lua_rawgeti(L, wt, i);
-    if (t == LUA_TTHREAD) {
-      lua_State *co = lua_tothread(L, -1);
-      lua_pop(L, 1);
-      if (lua_status(co) == LUA_YIELD) lmk_resume(L, co, 0);
-    } else {
-      lua_pushvalue(L, idx);
-      if (lua_pcall(L, 1, 0, 0) != LUA_OK) lmk_report(L);
+  if (t != LUA_TTABLE) {
+    lua_pushvalue(L, wt);
+    wake_one(L, idx);
+  } else {
+    n = (lua_Integer)lua_rawlen(L, wt);
+    for (i = 1; i <= n; i++) {
+      lua_rawgeti(L, wt, i);
+      wake_one(L, idx);
     }
   }
   lua_pop(L, 1);
@@ -100,14 +125,23 @@ void lmk_future_fail(lua_State *L, int idx) {
   settle(L, idx, FAILED, 1);
 }
 
+/* Adds the waiter on top (popped) to the future at idx: the first one alone, a second
+ * one makes the table. */
 static void add_waiter(lua_State *L, int idx) {
-  if (lua_getiuservalue(L, idx, WAITERS) != LUA_TTABLE) {
+  int t = lua_getiuservalue(L, idx, WAITERS);
+  if (t == LUA_TNIL) {
     lua_pop(L, 1);
-    lua_createtable(L, 1, 0);
+    lua_setiuservalue(L, idx, WAITERS);
+    return;
+  }
+  if (t != LUA_TTABLE) { /* waiter, first */
+    lua_createtable(L, 2, 0);
+    lua_insert(L, -2);
+    lua_rawseti(L, -2, 1);
     lua_pushvalue(L, -1);
     lua_setiuservalue(L, idx, WAITERS);
   }
-  lua_insert(L, -2);
+  lua_insert(L, -2); /* list, waiter */
   lua_rawseti(L, -2, (lua_Integer)lua_rawlen(L, -2) + 1);
   lua_pop(L, 1);
 }
@@ -525,9 +559,12 @@ void lmk_open_future(lua_State *L) {
     {"add_done_callback", f_add_done_callback}, {"cancel", f_cancel}, {NULL, NULL}};
   static const luaL_Reg private_fns[] = {{"resolve", f_resolve}, {"fail", f_fail}, {NULL, NULL}};
   luaL_newmetatable(L, LMK_FUTURE);
-  luaL_newlib(L, methods);
+  luaL_newlibtable(L, methods);
+  lua_pushvalue(L, -2);
+  luaL_setfuncs(L, methods, 1);
   lua_setfield(L, -2, "__index");
-  lua_pushcfunction(L, f_tostring);
+  lua_pushvalue(L, -1);
+  lua_pushcclosure(L, f_tostring, 1);
   lua_setfield(L, -2, "__tostring");
   lua_setfield(L, -2, "Future"); /* module.Future: the metatable, to recognize futures */
   lua_pushcfunction(L, new_future);

@@ -16,6 +16,12 @@ typedef int (*lmk_cancel_fn)(lua_State *L, void *ud);
 
 /* Pushes a new pending future and returns it (owned by Lua). */
 lfuture *lmk_future_new(lua_State *L);
+/* The first user value of a future that belongs to its resolver. */
+#define LMK_FUTURE_SLOT 3
+/* As lmk_future_new, with nslots user values from LMK_FUTURE_SLOT on for its resolver
+ * to keep what it needs until it resolves the future (it clears them then: the future
+ * may live long after). Nothing else reads or writes them. */
+lfuture *lmk_future_new_slots(lua_State *L, int nslots);
 /* Sets or (fn NULL) clears the cancel hook. */
 void lmk_future_set_cancel(lfuture *f, lmk_cancel_fn fn, void *ud);
 /* Resolves the future at index idx with the n values on top (popped), then wakes its

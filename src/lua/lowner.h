@@ -1,7 +1,9 @@
 /* lowner: the base of the objects that own core resources and have requests
  * outstanding: a Connection or a Pool userdata starts with an lowner. While anything
- * of it is outstanding, the userdata is anchored in the registry, so a callback always
- * finds its object; user value 1 is the object's options table. Internal. */
+ * of it is outstanding, the userdata is anchored, so a callback always finds its
+ * object: by lmk_pend (connects, getconns), or, for a request, by the request's future,
+ * which its resolver references (lreq.c). User value 1 is the object's options table.
+ * Internal. */
 #ifndef LOWNER_H
 #define LOWNER_H
 

@@ -1,9 +1,10 @@
 /* lparams: Lua values to PostgreSQL parameters.
  *
- * lmk_params_prepare converts one statement's parameters into a "prepared" userdata
- * (the text of each value, its format and type OID) whose user value anchors the Lua
- * strings it points into. Every bad value raises there, before any request memory
- * exists; lmk_params_fill then only copies. Array literals are written by the core's
+ * prepare converts one statement's parameters into a "prepared" userdata (the text of
+ * each value, its format and type OID) whose user values anchor the SQL and the Lua
+ * strings it points into; the text of a number lives in the userdata itself. Every bad
+ * value raises there, before any request memory exists; lmk_params_fill then only
+ * copies. Array literals are written by the core's
  * array writer (mk_text), the one the fuzzer checks against the parser. Also mogrify,
  * conn:escape_literal/escape_identifier, and the tagged values momoko.bytea,
  * momoko.json and momoko.hstore (userdata of metatable momoko.Param). */
@@ -31,16 +32,23 @@ typedef struct pvalue {
   size_t len;
   int format;
   Oid type;
+  char num[MK_TEXT_NUMLEN]; /* the text of a number (p points here) */
 } pvalue;
 
-/* A statement ready to copy into a request. User value 1: table of anchored strings
- * ([0] is the SQL to send). */
+/* A statement ready to copy into a request. User value 1: the SQL to send. Then the
+ * object each value points into (a string), if any: up to INLINE_ANCHORS values in user
+ * value 1 + i for value i, more in one table (user value 2, at [i]); a userdata has
+ * fewer than 65535 user values. */
 typedef struct lprep {
   int nparams; /* -1: simple protocol */
+  int table;   /* the anchors are in a table */
   const char *sql;
   size_t sql_len;
   pvalue v[];
 } lprep;
+
+#define UV_SQL 1
+#define INLINE_ANCHORS 64
 
 #define OID_BOOL 16
 #define OID_BYTEA 17
@@ -180,10 +188,34 @@ static void encode_element(encoder *e, int idx) {
   bad_param(L, e->pos, lua_tostring(L, -1));
 }
 
-/* Converts the value at idx (parameter pos) into v, anchoring any string it makes in
- * the table at anchors. */
-static void convert(lua_State *L, int idx, int pos, pvalue *v, int anchors) {
-  char num[MK_TEXT_NUMLEN];
+/* Pushes a new prepared statement for n values. */
+static lprep *new_prep(lua_State *L, lua_Integer n) {
+  int table = n > INLINE_ANCHORS;
+  lprep *p = lua_newuserdatauv(L, sizeof *p + (size_t)n * sizeof(pvalue), 1 + (table ? 1 : (int)n));
+  p->table = table;
+  if (table) {
+    lua_createtable(L, (int)n, 0);
+    lua_setiuservalue(L, -2, 2);
+  }
+  return p;
+}
+
+/* Anchors the value on top (popped) for value pos of the prepared statement at prep. */
+static void anchor(lua_State *L, int prep, const lprep *p, int pos) {
+  if (!p->table) {
+    lua_setiuservalue(L, prep, 1 + pos);
+    return;
+  }
+  lua_getiuservalue(L, prep, 2);
+  lua_insert(L, -2);
+  lua_rawseti(L, -2, pos);
+  lua_pop(L, 1);
+}
+
+/* Converts the value at idx into value pos of the prepared statement at prep, anchoring
+ * the string it points into (the value itself, or one made from it). */
+static void convert(lua_State *L, int idx, int pos, int prep, lprep *p) {
+  pvalue *v = &p->v[pos - 1];
   v->format = 0;
   v->type = 0;
   v->p = NULL;
@@ -200,19 +232,21 @@ static void convert(lua_State *L, int idx, int pos, pvalue *v, int anchors) {
       /* int4 when it fits: the server casts int4 up (to int8, numeric, float) where a
        * function or operator needs it, never int8 down (f(int), date + n, jsonb -> n) */
       lua_Integer x = lua_tointeger(L, idx);
-      mk_text_int(num, (long long)x);
+      v->len = (size_t)mk_text_int(v->num, (long long)x);
       v->type = x >= INT32_MIN && x <= INT32_MAX ? OID_INT4 : OID_INT8;
     } else {
-      mk_text_float(num, (double)lua_tonumber(L, idx));
+      v->len = (size_t)mk_text_float(v->num, (double)lua_tonumber(L, idx));
       v->type = OID_FLOAT8;
     }
-    lua_pushstring(L, num);
-    break;
+    v->p = v->num;
+    return;
   case LUA_TSTRING:
     v->p = lua_tolstring(L, idx, &v->len);
     if (memchr(v->p, '\0', v->len))
       bad_param(L, pos, "a string with a NUL byte (use momoko.bytea(s) for binary data)");
-    return; /* the caller's params table anchors it */
+    lua_pushvalue(L, idx);
+    anchor(L, prep, p, pos);
+    return;
   case LUA_TTABLE: {
     encoder e;
     mk_buf *b = push_scratch(L);
@@ -226,13 +260,13 @@ static void convert(lua_State *L, int idx, int pos, pvalue *v, int anchors) {
     break;
   }
   case LUA_TUSERDATA: {
-    lparam *p = luaL_testudata(L, idx, LMK_PARAM);
-    if (!p) bad_param(L, pos, "cannot convert a userdata");
+    lparam *tag = luaL_testudata(L, idx, LMK_PARAM);
+    if (!tag) bad_param(L, pos, "cannot convert a userdata");
     lua_getiuservalue(L, idx, 1);
-    if (p->kind == P_BYTEA) {
+    if (tag->kind == P_BYTEA) {
       v->format = 1;
       v->type = OID_BYTEA;
-    } else if (p->kind == P_JSON) {
+    } else if (tag->kind == P_JSON) {
       v->type = OID_JSON;
     }
     break;
@@ -242,7 +276,7 @@ static void convert(lua_State *L, int idx, int pos, pvalue *v, int anchors) {
     bad_param(L, pos, lua_tostring(L, -1));
   }
   v->p = lua_tolstring(L, -1, &v->len);
-  lua_rawseti(L, anchors, (lua_Integer)lua_rawlen(L, anchors) + 1);
+  anchor(L, prep, p, pos);
 }
 
 static int check_sql(lua_State *L, int idx, size_t *len) {
@@ -303,12 +337,14 @@ static void check_named(lua_State *L, int sqlidx) {
   lmk_raise(L, MK_ERR_INTERFACE, "the SQL mixes $n ($%d) and :name placeholders: use one kind", max);
 }
 
-/* Named parameters: rewrite :name to $n and take values by name. */
-static lprep *prepare_named(lua_State *L, int sqlidx, int pidx, int anchors) {
+/* Named parameters: rewrite :name to $n and take values by name. Pushes the prepared
+ * statement, its SQL not set yet, and above it the rewritten SQL. */
+static lprep *prepare_named(lua_State *L, int sqlidx, int pidx) {
   size_t len, i;
   const char *sql = lua_tolstring(L, sqlidx, &len);
   mk_sql_named *nm;
   lprep *p;
+  int prep;
   nm = lua_newuserdatauv(L, sizeof *nm, 0);
   memset(nm, 0, sizeof *nm);
   if (luaL_newmetatable(L, "momoko.named")) {
@@ -318,28 +354,28 @@ static lprep *prepare_named(lua_State *L, int sqlidx, int pidx, int anchors) {
   lua_setmetatable(L, -2);
   if (mk_sql_named_rewrite(sql, len, nm) < 0) oom(L);
   lua_pushlstring(L, nm->sql, nm->sql_len);
-  lua_rawseti(L, anchors, 0);
   lua_createtable(L, (int)nm->count, 0);
   for (i = 0; i < nm->count; i++) {
     lua_pushlstring(L, sql + nm->names[i].off, nm->names[i].len);
     lua_rawseti(L, -2, (lua_Integer)i + 1);
   }
   mk_sql_named_free(nm);
-  lua_remove(L, -2); /* the rewriter's userdata */
+  lua_remove(L, -3); /* the rewriter's userdata */
   i = lua_rawlen(L, -1);
   if (i > MAX_PARAMS)
     lmk_raise(L, MK_ERR_INTERFACE, "too many parameters (%d; PostgreSQL allows %d)", (int)i, MAX_PARAMS);
-  p = lua_newuserdatauv(L, sizeof *p + i * sizeof(pvalue), 1);
+  p = new_prep(L, (lua_Integer)i);
   p->nparams = (int)i;
-  lua_insert(L, -2); /* prep, names */
+  lua_rotate(L, -3, 1); /* prep, SQL, names */
+  prep = lua_gettop(L) - 2;
   for (i = 1; i <= (size_t)p->nparams; i++) {
     lua_rawgeti(L, -1, (lua_Integer)i);
     if (lua_rawget(L, pidx) == LUA_TNIL) {
       lua_rawgeti(L, -2, (lua_Integer)i);
       lmk_raise(L, MK_ERR_INTERFACE, "missing parameter :%s", lua_tostring(L, -1));
     }
-    convert(L, lua_gettop(L), (int)i, &p->v[i - 1], anchors);
-    lua_rawseti(L, anchors, (lua_Integer)lua_rawlen(L, anchors) + 1);
+    convert(L, lua_gettop(L), (int)i, prep, p);
+    lua_pop(L, 1);
   }
   lua_pop(L, 1);
   return p;
@@ -350,7 +386,7 @@ static lprep *prepare_named(lua_State *L, int sqlidx, int pidx, int anchors) {
 static void prepare(lua_State *L, int sqlidx, int pidx) {
   size_t len;
   lua_Integer n = 0;
-  int anchors, named = 0;
+  int named = 0;
   lprep *p;
   check_sql(L, sqlidx, &len);
   if (!lua_isnoneornil(L, pidx)) {
@@ -394,36 +430,37 @@ static void prepare(lua_State *L, int sqlidx, int pidx) {
     check_named(L, sqlidx);
   else if (n > 0)
     check_positional(L, sqlidx, n);
-  lua_createtable(L, (int)n + 1, 0);
-  anchors = lua_gettop(L);
   if (named) {
-    p = prepare_named(L, sqlidx, pidx, anchors);
+    p = prepare_named(L, sqlidx, pidx);
   } else {
     lua_Integer i;
-    int has_params = !lua_isnoneornil(L, pidx) && (n > 0);
-    lua_pushvalue(L, sqlidx);
-    lua_rawseti(L, anchors, 0);
-    p = lua_newuserdatauv(L, sizeof *p + (size_t)n * sizeof(pvalue), 1);
-    p->nparams = has_params ? (int)n : -1;
+    int prep;
+    p = new_prep(L, n);
+    p->nparams = n > 0 ? (int)n : -1;
+    prep = lua_gettop(L);
     for (i = 1; i <= n; i++) {
       lua_rawgeti(L, pidx, i);
-      convert(L, lua_gettop(L), (int)i, &p->v[i - 1], anchors);
-      /* the value itself (a string points into it) is anchored too */
-      lua_rawseti(L, anchors, (lua_Integer)lua_rawlen(L, anchors) + 1);
+      convert(L, prep + 1, (int)i, prep, p);
+      lua_pop(L, 1);
     }
+    lua_pushvalue(L, sqlidx);
   }
-  lua_rawgeti(L, anchors, 0);
   p->sql = lua_tolstring(L, -1, &p->sql_len);
-  lua_pop(L, 1);
-  lua_pushvalue(L, anchors);
-  lua_setiuservalue(L, -2, 1);
-  lua_remove(L, anchors);
+  lua_setiuservalue(L, -2, UV_SQL);
 }
 
 void lmk_params_check(lua_State *L, int sqlidx, int pidx) {
   sqlidx = lua_absindex(L, sqlidx);
   pidx = lua_absindex(L, pidx);
   prepare(L, sqlidx, pidx);
+}
+
+void lmk_params_push_sql(lua_State *L, int prepidx) {
+  const lprep *p = lua_touserdata(L, prepidx);
+  if (strlen(p->sql) == p->sql_len) /* libpq sends the SQL up to a NUL byte, no further */
+    lua_getiuservalue(L, prepidx, UV_SQL);
+  else
+    lua_pushstring(L, p->sql);
 }
 
 int lmk_params_fill(lua_State *L, mk_req *r, int i, int prepidx) {

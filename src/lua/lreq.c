@@ -15,13 +15,21 @@
 /* What a request resolves to. */
 enum { R_CURSOR, R_TXN, R_OWNER };
 
+/* What a request keeps in Lua until it completes, in its future's resolver slots: its
+ * one registry reference (fref, the future) holds them all. */
+enum {
+  SLOT_OWNER = LMK_FUTURE_SLOT, /* the Connection or Pool: anchored while the request is out */
+  SLOT_FACTORY,                 /* the request's own cursor_factory, or nil */
+  SLOT_SQL,                     /* the SQL (a table of them for a transaction): cursor.query */
+  NSLOTS = SLOT_SQL - LMK_FUTURE_SLOT + 1
+};
+
 struct lreq {
   lowner *o;
   mk_req *r;
   lmk_req_cancel_fn cancel;
-  lfuture *f;  /* the future, kept alive by fref */
-  int fref;    /* the future */
-  int factory; /* registry ref of a per-request cursor_factory, or LUA_NOREF */
+  lfuture *f; /* the future, kept alive by fref */
+  int fref;   /* the future */
   int kind;
   PGresult **res; /* the statements' results, taken from r once it completed */
   int nres;
@@ -39,11 +47,23 @@ static void req_free(lreq *q) {
   free(q);
 }
 
-/* Drops what q holds in Lua: its future, its factory, the owner's anchor. */
+/* Empties the resolver slots of the future at fidx: the future may live on long after
+ * its request, and must not keep the owner, the factory or the SQL alive. */
+static void clear_slots(lua_State *L, int fidx) {
+  int i;
+  fidx = lua_absindex(L, fidx);
+  for (i = 0; i < NSLOTS; i++) {
+    lua_pushnil(L);
+    lua_setiuservalue(L, fidx, LMK_FUTURE_SLOT + i);
+  }
+}
+
+/* Drops what q holds in Lua: its future's slots and its reference to the future. */
 static void req_release(lua_State *L, lreq *q) {
+  lua_rawgeti(L, LUA_REGISTRYINDEX, q->fref);
+  clear_slots(L, -1);
+  lua_pop(L, 1);
   luaL_unref(L, LUA_REGISTRYINDEX, q->fref);
-  luaL_unref(L, LUA_REGISTRYINDEX, q->factory);
-  lmk_unpend(L, q->o);
 }
 
 /* Takes the results out of the completed request, so that they outlive a lookup. */
@@ -56,18 +76,22 @@ static void take_results(lua_State *L, lreq *q) {
   for (i = 0; i < n; i++) q->res[i] = mk_req_take_result(q->r, i);
 }
 
-/* Pushes what result i becomes: a cursor, or the cursor factory's value. */
+/* Pushes what result i becomes: a cursor, or the cursor factory's value. The future is
+ * at 1, the owner's options table at uv. */
 static void push_result(lua_State *L, lreq *q, int i, int uv) {
   PGresult *none = NULL;
   int factory;
-  if (q->factory != LUA_NOREF)
-    lua_rawgeti(L, LUA_REGISTRYINDEX, q->factory);
-  else
+  if (lua_getiuservalue(L, 1, SLOT_FACTORY) == LUA_TNIL) {
+    lua_pop(L, 1);
     lua_getfield(L, uv, "cursor_factory");
+  }
   factory = lua_gettop(L);
+  if (lua_getiuservalue(L, 1, SLOT_SQL) == LUA_TTABLE) lua_rawgeti(L, -1, i + 1);
   /* the cursor takes the result from q once it exists: until then q still owns it */
-  lmk_cursor_push(L, q->res ? &q->res[i] : &none, mk_req_sql(q->r, i),
+  lmk_cursor_push(L, q->res ? &q->res[i] : &none, -1,
                   lua_type(L, factory) == LUA_TSTRING && strcmp(lua_tostring(L, factory), "dict") == 0, uv);
+  lua_replace(L, factory + 1);
+  lua_settop(L, factory + 1);
   if (lua_isfunction(L, factory)) {
     lua_pushvalue(L, factory);
     lua_insert(L, -2);
@@ -264,7 +288,7 @@ static int req_finish_lua(lua_State *L) {
     lmk_future_fail(L, 1);
     return 0;
   }
-  lmk_push_owner(L, q->o);
+  lua_getiuservalue(L, 1, SLOT_OWNER);
   if (q->kind == R_OWNER) {
     lmk_future_resolve(L, 1, 1);
     return 0;
@@ -329,7 +353,7 @@ static int cancel_req(lua_State *L, void *ud) {
 static lreq *build(lua_State *L, lowner *o, lmk_req_cancel_fn cancel, int first, int nstmts, unsigned flags,
                    int kind, int optidx) {
   lua_Integer timeout = -1;
-  int i, factory = LUA_NOREF, fref, rc = -1;
+  int i, fut, fref, rc = -1;
   lfuture *f;
   lreq *q;
   mk_req *r;
@@ -351,11 +375,24 @@ static lreq *build(lua_State *L, lowner *o, lmk_req_cancel_fn cancel, int first,
     timeout = lua_isinteger(L, -1) ? lua_tointeger(L, -1) : 0;
     lua_pop(L, 2);
   }
-  factory = lua_isnil(L, -1) ? (lua_pop(L, 1), LUA_NOREF) : luaL_ref(L, LUA_REGISTRYINDEX);
-  f = lmk_future_new(L);
-  lua_pushvalue(L, -1);
+  f = lmk_future_new_slots(L, NSLOTS);
+  lua_insert(L, -2); /* the factory (or nil) on top */
+  fut = lua_gettop(L) - 1;
+  lua_setiuservalue(L, fut, SLOT_FACTORY);
+  lua_pushvalue(L, 1);
+  lua_setiuservalue(L, fut, SLOT_OWNER);
+  if (nstmts == 1) {
+    lmk_params_push_sql(L, first);
+  } else {
+    lua_createtable(L, nstmts, 0);
+    for (i = 0; i < nstmts; i++) {
+      lmk_params_push_sql(L, first + i);
+      lua_rawseti(L, -2, i + 1);
+    }
+  }
+  lua_setiuservalue(L, fut, SLOT_SQL);
+  lua_pushvalue(L, fut);
   fref = luaL_ref(L, LUA_REGISTRYINDEX);
-  lmk_pend(L, o, 1);
   q = malloc(sizeof *q);
   r = mk_req_new(nstmts, flags, (int)timeout, req_done, q);
   if (!q || !r) goto nomem;
@@ -365,7 +402,6 @@ static lreq *build(lua_State *L, lowner *o, lmk_req_cancel_fn cancel, int first,
   q->r = r;
   q->cancel = cancel;
   q->kind = kind;
-  q->factory = factory;
   q->f = f;
   q->fref = fref;
   q->res = NULL;
@@ -376,9 +412,7 @@ static lreq *build(lua_State *L, lowner *o, lmk_req_cancel_fn cancel, int first,
   lmk_future_set_cancel(f, cancel_req, q);
   return q;
 nomem:
-  lmk_unpend(L, o);
   luaL_unref(L, LUA_REGISTRYINDEX, fref);
-  luaL_unref(L, LUA_REGISTRYINDEX, factory);
   free(q);
   mk_req_free(r);
   if (rc == -2)
@@ -391,9 +425,8 @@ mk_req *lmk_req_core(lreq *q) { return q->r; }
 
 int lmk_req_refuse(lua_State *L, lreq *q, mk_kind kind, const char *why, int raise) {
   lmk_future_set_cancel(q->f, NULL, NULL);
-  lmk_unpend(L, q->o);
+  clear_slots(L, -1);
   luaL_unref(L, LUA_REGISTRYINDEX, q->fref);
-  luaL_unref(L, LUA_REGISTRYINDEX, q->factory);
   mk_req_free(q->r);
   free(q);
   if (raise) return lmk_raise(L, kind, "%s", why);

@@ -16,7 +16,8 @@ typedef struct lreq lreq;
 typedef int (*lmk_req_cancel_fn)(lowner *o, mk_req *r);
 
 /* Each parses the arguments of its method (the owner's userdata at 1, already checked
- * by the caller), builds the request, anchors the owner for it, and pushes its future.
+ * by the caller), builds the request, anchors the owner for it (in a slot of the
+ * future, which the request's one registry reference holds), and pushes its future.
  * Bad arguments raise InterfaceError before anything is allocated. The request is not
  * submitted yet: hand lmk_req_core(q) to the core, then, if the core refused it, call
  * lmk_req_refuse. The lreq and its mk_req are freed once the request completed. */

@@ -10,6 +10,7 @@
  * not an array). */
 #include "ltypes.h"
 
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -96,18 +97,76 @@ static int is_builtin_scalar(Oid oid) {
 
 void lmk_push_null(lua_State *L) { lua_pushlightuserdata(L, NULL); }
 
+/* Numbers straight from the text, no Lua string in between. The value is always the one
+ * strtoll or strtod gives for the text: the fast paths below take only the shapes where
+ * they provably agree, and hand everything else (the server's "Infinity" and "NaN",
+ * overflow, more digits than are exact, anything unusual) to strtoll or strtod. */
+
+/* The integer of s: [-]digits, as strtoll reads it (which clamps on overflow). */
+static lua_Integer text_int(const char *s) {
+  const char *p = s + (*s == '-');
+  unsigned long long u = 0;
+  int n = 0;
+  while (*p >= '0' && *p <= '9' && n < 19) { /* 19 digits cannot overflow 64 bits */
+    u = u * 10 + (unsigned)(*p++ - '0');
+    n++;
+  }
+  if (n == 0 || *p != '\0') return (lua_Integer)strtoll(s, NULL, 10);
+  if (*s != '-') return u <= LLONG_MAX ? (lua_Integer)u : (lua_Integer)strtoll(s, NULL, 10);
+  if (u <= LLONG_MAX) return -(lua_Integer)u;
+  return u == (unsigned long long)LLONG_MAX + 1 ? LLONG_MIN : (lua_Integer)strtoll(s, NULL, 10);
+}
+
+/* The exact powers of ten of a double. */
+static const double pow10_exact[] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,
+                                     1e8,  1e9,  1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
+                                     1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
+
+/* The double of s as strtod reads it. Fast path: [-]digits[.digits][e[+-]digits] whose
+ * significant digits make an integer m <= 2^53 with a decimal exponent e, |e| <= 22:
+ * m and 10^|e| are then exact doubles, and one IEEE multiplication or division rounds
+ * their exact product or quotient correctly, as strtod does (Clinger's fast path). */
+static double text_float(const char *s) {
+  const char *p = s + (*s == '-');
+  unsigned long long m = 0;
+  int digits = 0, sig = 0, e = 0;
+  for (; *p >= '0' && *p <= '9'; p++, digits++)
+    if (m || *p != '0') m = m * 10 + (unsigned)(*p - '0'), sig++;
+  if (*p == '.') {
+    for (p++; *p >= '0' && *p <= '9'; p++, digits++, e--)
+      if (m || *p != '0') m = m * 10 + (unsigned)(*p - '0'), sig++;
+  }
+  if (digits > 0 && sig <= 19 && (*p == 'e' || *p == 'E')) {
+    int neg = 0, x = 0, n = 0;
+    p++;
+    if (*p == '+' || *p == '-') neg = *p++ == '-';
+    for (; *p >= '0' && *p <= '9' && n < 4; p++, n++) x = x * 10 + (*p - '0');
+    if (n == 0) return strtod(s, NULL);
+    e += neg ? -x : x;
+  }
+  if (digits == 0 || sig > 19 || *p != '\0' || m > (1ULL << 53) || e < -22 || e > 22) return strtod(s, NULL);
+  {
+    double d = (double)m;
+    d = e < 0 ? d / pow10_exact[-e] : d * pow10_exact[e];
+    return *s == '-' ? -d : d;
+  }
+}
+
+void lmk_type_push_number(lua_State *L, int dec, const char *s) {
+  if (dec == LMK_D_INT)
+    lua_pushinteger(L, text_int(s));
+  else if (dec == LMK_D_FLOAT)
+    lua_pushnumber(L, (lua_Number)text_float(s));
+  else
+    lua_pushboolean(L, s[0] == 't');
+}
+
 /* Pushes one scalar decoded by kind d (not LMK_D_LUA, not an array). s is read before
  * anything that could run Lua (a GC step may run finalizers). */
 static void push_scalar(lua_State *L, int d, const char *s, size_t len) {
   switch (d) {
-  case LMK_D_INT:
-    lua_pushinteger(L, (lua_Integer)strtoll(s, NULL, 10));
-    return;
-  case LMK_D_FLOAT:
-    lua_pushnumber(L, (lua_Number)strtod(s, NULL));
-    return;
-  case LMK_D_BOOL:
-    lua_pushboolean(L, len > 0 && s[0] == 't');
+  case LMK_D_INT: case LMK_D_FLOAT: case LMK_D_BOOL:
+    lmk_type_push_number(L, d, s);
     return;
   case LMK_D_BYTEA: {
     /* the buffer's allocation may run Lua: decode from a copy held on the stack */
@@ -216,6 +275,25 @@ static int find_decoder(lua_State *L, int uv, Oid oid) {
   return 0;
 }
 
+void lmk_type_push_decoders(lua_State *L, int uv) {
+  if (!uv || lua_getfield(L, uv, "decoders") != LUA_TTABLE) {
+    if (uv) lua_pop(L, 1);
+    lua_pushnil(L);
+  }
+  lua_getfield(L, LUA_REGISTRYINDEX, "momoko.decoders");
+}
+
+/* As find_decoder, with the owner's and the global decoders at dec and dec + 1. */
+static int pushed_decoder(lua_State *L, int dec, Oid oid) {
+  if (lua_type(L, dec) == LUA_TTABLE) {
+    if (lua_rawgeti(L, dec, (lua_Integer)oid) != LUA_TNIL) return 1;
+    lua_pop(L, 1);
+  }
+  if (lua_rawgeti(L, dec + 1, (lua_Integer)oid) != LUA_TNIL) return 1;
+  lua_pop(L, 1);
+  return 0;
+}
+
 /* The element type and delimiter of oid if it is an array type (built in, or learnt
  * by the owner at uv); 0 if it is not one or not known. */
 static Oid array_elem(lua_State *L, int uv, Oid oid, char *delim) {
@@ -238,11 +316,10 @@ static Oid array_elem(lua_State *L, int uv, Oid oid, char *delim) {
   return (Oid)(v >> 8);
 }
 
-int lmk_type_decoding(lua_State *L, int uv, Oid oid, char *delim) {
+int lmk_type_decoding(lua_State *L, int dec, int uv, Oid oid, char *delim) {
   Oid elem;
-  if (uv) uv = lua_absindex(L, uv);
   *delim = ',';
-  if (find_decoder(L, uv, oid)) {
+  if (pushed_decoder(L, dec, oid)) {
     if (!lua_istable(L, -1)) return LMK_D_LUA;
     lua_getfield(L, -1, "array");
     lua_remove(L, -2);
@@ -252,7 +329,7 @@ int lmk_type_decoding(lua_State *L, int uv, Oid oid, char *delim) {
   elem = array_elem(L, uv, oid, delim);
   if (!elem) return scalar_decoding(oid);
   /* elements decode as their own type: its registered decoder, else built in */
-  if (find_decoder(L, uv, elem)) {
+  if (pushed_decoder(L, dec, elem)) {
     if (lua_isfunction(L, -1)) return LMK_D_ARRAY + LMK_D_LUA;
     lua_pop(L, 1);
   }

@@ -20,14 +20,19 @@ enum {
   LMK_D_ARRAY = 16 /* LMK_D_ARRAY + element decoding */
 };
 
-/* The decoding of type oid for the owner (Connection or Pool) whose options table is
- * at uv (0: none): a decoder registered for the owner (uv.decoders) or globally; else,
- * for an array type (built in, or learnt from the server into uv.types), its elements
- * decoded as their own type is (its registered decoder, else the built-in one); else
- * the built-in one. For LMK_D_LUA and LMK_D_ARRAY + LMK_D_LUA the decoder function is
- * pushed; nothing is pushed otherwise. *delim is set to the element delimiter of an
- * array type (',' when unknown). Runs no Lua code. */
-int lmk_type_decoding(lua_State *L, int uv, Oid oid, char *delim);
+/* Pushes the two tables lmk_type_decoding reads, once for all the columns of a result:
+ * the decoders registered for the owner (Connection or Pool) whose options table is at
+ * uv (0: none), or nil, then the global ones. Runs no Lua code. */
+void lmk_type_push_decoders(lua_State *L, int uv);
+/* The decoding of type oid for the owner whose options table is at uv (0: none), with
+ * the tables of lmk_type_push_decoders at dec and dec + 1: a decoder registered for the
+ * owner or globally; else, for an array type (built in, or learnt from the server into
+ * uv.types), its elements decoded as their own type is (its registered decoder, else the
+ * built-in one); else the built-in one. For LMK_D_LUA and LMK_D_ARRAY + LMK_D_LUA the
+ * decoder function is pushed; nothing is pushed otherwise. *delim is set to the element
+ * delimiter of an array type (',' when unknown). uv and dec are absolute indices. Runs
+ * no Lua code. */
+int lmk_type_decoding(lua_State *L, int dec, int uv, Oid oid, char *delim);
 /* 1 if the owner at uv (with a types table) does not know yet whether oid is an array
  * type: neither built in, nor registered, nor learnt. Runs no Lua code. */
 int lmk_type_unknown(lua_State *L, int uv, Oid oid);
@@ -44,6 +49,11 @@ void lmk_type_learn(lua_State *L, int uv, int oidsidx, int rowsidx);
  * finalizers run by a GC step), so it may point into a PGresult that such code frees.
  * May raise (a decoder's error, a malformed bytea). */
 void lmk_type_push(lua_State *L, int dec, char delim, int fnidx, const char *s, size_t len);
+/* Pushes the Lua value of the non-NULL, NUL-terminated text s of an LMK_D_INT,
+ * LMK_D_FLOAT or LMK_D_BOOL column: exactly what strtoll or strtod make of it, read
+ * straight from s (no Lua string is made). Allocates nothing that can run Lua before s
+ * was read. */
+void lmk_type_push_number(lua_State *L, int dec, const char *s);
 /* Pushes momoko.null. */
 void lmk_push_null(lua_State *L);
 /* Adds register_type and hstore_decode to the module table on top. */
