@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 enum pc_state {
   PC_CONNECTING,
@@ -34,6 +35,7 @@ struct mk_pconn {
   int initial; /* one of the connections of connect(): counted for its outcome */
   int replacement; /* opened to replace a dead connection (counted in reconnects) */
   uint64_t last_used;
+  uint64_t checked;  /* monotonic us when its socket was last known to hold nothing unread */
   struct mk_wait *w; /* the request running on it (PC_BUSY) or pinging (PC_RESERVED) */
   mk_req *rollback;  /* the ROLLBACK of PC_RETURNING */
   int give_back_later; /* putconn_later: given back by the later timer */
@@ -100,6 +102,15 @@ static void on_lifetime_timer(void *ud);
 static const mk_conn_hooks pc_hooks = {pc_conn_connected, pc_conn_notice, pc_conn_lost};
 
 static void enter(mk_pool *p) { p->depth++; }
+
+/* Monotonic microseconds (0 if the clock cannot be read): how long ago the pool last
+ * knew a socket to be clean is measured on it, not on the loop's clock, which stands
+ * still while a callback blocks. */
+static uint64_t now_us(void) {
+  struct timespec ts;
+  if (clock_gettime(CLOCK_MONOTONIC, &ts) != 0) return 0;
+  return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
 
 static void free_pool(mk_pool *p);
 
@@ -436,6 +447,7 @@ static void pc_conn_connected(mk_conn *c, const mk_error *err, void *ud) {
       p->hooks.setup(p, pc, p->ud);
     } else {
       int initial = take_initial(pc);
+      pc->checked = now_us(); /* the handshake just read its socket */
       became_free(p, pc); /* may run callbacks: pc is not looked at again */
       keep_size(p);
       initial_done(p, initial, 0);
@@ -615,6 +627,7 @@ static void pool_req_done(mk_req *r, void *ud) {
     }
     keep_size(p);
   } else {
+    pc->checked = now_us(); /* the loop has just read its socket for r's end */
     give_back(p, pc);
   }
   finish(p, w, MK_ERR_NONE, NULL);
@@ -680,23 +693,38 @@ static void reserve(mk_pool *p, mk_wait *w, mk_pconn *pc) {
   deliver(p, w, pc);
 }
 
+/* How long a free connection's socket may go unlooked-at before it is probed. */
+#define PROBE_AFTER_US 1000
+
 /* 1 if the free connection pc is known to be dead. The loop notices a killed backend
- * or a stopped server on an idle connection only when it runs; a request handed out
- * before that (the same loop turn as the kill) would meet the dead socket. An idle
- * connection's socket has nothing to read, so anything readable is looked at now:
- * libpq reads it (PQconsumeInput does not parse, so no callback runs) and reports
- * end-of-file or a reset as CONNECTION_BAD. */
+ * or a stopped server on an idle connection only when it polls; a request handed out
+ * before that (after a callback that blocked, in the same loop turn as the kill) would
+ * meet the dead socket. So the socket is looked at unless the pool knew it clean less
+ * than PROBE_AFTER_US ago (the loop read it for the end of the connection's last
+ * request, or a probe found nothing): an idle connection's socket has nothing to read,
+ * so anything readable is read now: libpq reads it (PQconsumeInput does not parse, so
+ * no callback runs) and reports end-of-file or a reset as CONNECTION_BAD. A death
+ * within that millisecond is no better known than one just after a probe: the request
+ * meets a broken connection and is replayed as may_replay says. Without the window,
+ * every pooled request would cost a poll() syscall. */
 static int free_conn_dead(mk_pconn *pc) {
   PGconn *pg = mk_conn_pg(pc->c);
   struct pollfd pfd;
+  uint64_t now;
   int i;
   if (!pg || mk_conn_state_of(pc->c) != MK_CONN_READY || PQstatus(pg) == CONNECTION_BAD) return 1;
+  now = now_us();
+  if (now && pc->checked && now - pc->checked < PROBE_AFTER_US) return 0;
   pfd.fd = PQsocket(pg);
   pfd.events = POLLIN;
   if (pfd.fd < 0) return 1;
   for (i = 0; i < 4; i++) { /* the FATAL message, then end-of-file */
     pfd.revents = 0;
-    if (poll(&pfd, 1, 0) <= 0) return 0;
+    int n = poll(&pfd, 1, 0);
+    if (n <= 0) {
+      if (n == 0 && i == 0) pc->checked = now; /* nothing at all to read: clean */
+      return 0;
+    }
     if (pfd.revents & (POLLERR | POLLHUP | POLLNVAL)) return 1;
     if (!PQconsumeInput(pg)) return 1;
   }
@@ -740,6 +768,7 @@ static void rollback_done(mk_req *r, void *ud) {
   mk_req_free(r);
   pc->rollback = NULL;
   if (ok) {
+    pc->checked = now_us(); /* the loop has just read the end of the ROLLBACK */
     became_free(p, pc);
   } else {
     discard(p, pc);
