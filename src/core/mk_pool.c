@@ -7,6 +7,9 @@
  * callback decides on replay, gives the connection back, then hands the request to
  * its submitter.
  *
+ * With opts.pipeline, a busy connection may carry several of the pool's requests (its
+ * mk_wait entries are on the connection's reqs list, counted in nreq); see dispatch.
+ *
  * Entries from libuv and from the owner run between enter() and leave(); the pool and
  * connection entries are freed only at the outermost leave() (gone flags mark them). */
 #include "mk_pool.h"
@@ -16,12 +19,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 enum pc_state {
   PC_CONNECTING,
   PC_SETUP,     /* connected; the owner's setup hook runs */
   PC_FREE,
-  PC_BUSY,      /* running one pool request */
+  PC_BUSY,      /* running pool requests (one, or with pipeline up to pipeline_depth) */
   PC_RESERVED,  /* handed out by getconn (pinging first, or with the caller) */
   PC_RETURNING, /* back from the caller, rolling back its open transaction */
   PC_GONE,      /* discarded: off every list, freed at the outermost leave() */
@@ -34,7 +38,11 @@ struct mk_pconn {
   int initial; /* one of the connections of connect(): counted for its outcome */
   int replacement; /* opened to replace a dead connection (counted in reconnects) */
   uint64_t last_used;
-  struct mk_wait *w; /* the request running on it (PC_BUSY) or pinging (PC_RESERVED) */
+  uint64_t checked;  /* monotonic us when its socket was last known to hold nothing unread */
+  struct mk_wait *w; /* the getconn waiter pinging on it (PC_RESERVED) */
+  struct mk_wait *reqs; /* the pool's requests on it (PC_BUSY) */
+  int nreq;             /* how many */
+  int alone;            /* one of them runs alone (a transaction): nothing joins it */
   mk_req *rollback;  /* the ROLLBACK of PC_RETURNING */
   int give_back_later; /* putconn_later: given back by the later timer */
   uint64_t expires;    /* loop time when max_lifetime ends (0: not set, or none) */
@@ -53,6 +61,7 @@ typedef struct mk_wait {
   int ping;
   mk_req *ping_req;        /* getconn's ping in flight */
   mk_pconn *pc;            /* the connection it runs or pings on */
+  struct mk_wait *pnext, *pprev; /* pc->reqs while a request runs on pc */
   int retried;
   mk_timer *timer;         /* acquire_timeout: armed while queued, closed at the end */
   uint64_t waited;         /* ms spent queued before the current stay */
@@ -100,6 +109,15 @@ static void on_lifetime_timer(void *ud);
 static const mk_conn_hooks pc_hooks = {pc_conn_connected, pc_conn_notice, pc_conn_lost};
 
 static void enter(mk_pool *p) { p->depth++; }
+
+/* Monotonic microseconds (0 if the clock cannot be read): how long ago the pool last
+ * knew a socket to be clean is measured on it, not on the loop's clock, which stands
+ * still while a callback blocks. */
+static uint64_t now_us(void) {
+  struct timespec ts;
+  if (clock_gettime(CLOCK_MONOTONIC, &ts) != 0) return 0;
+  return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
 
 static void free_pool(mk_pool *p);
 
@@ -255,12 +273,32 @@ static void orphan_rollback_done(mk_req *r, void *ud) {
   mk_req_free(r);
 }
 
+static void req_link(mk_pconn *pc, mk_wait *w) {
+  w->pc = pc;
+  w->pprev = NULL;
+  w->pnext = pc->reqs;
+  if (pc->reqs) pc->reqs->pprev = w;
+  pc->reqs = w;
+  pc->nreq++;
+}
+
+static void req_unlink(mk_pconn *pc, mk_wait *w) {
+  if (w->pprev) w->pprev->pnext = w->pnext;
+  else pc->reqs = w->pnext;
+  if (w->pnext) w->pnext->pprev = w->pprev;
+  w->pnext = w->pprev = NULL;
+  w->pc = NULL;
+  if (--pc->nreq == 0) pc->alone = 0;
+}
+
 /* Forgets pc and closes its connection. What still runs on it completes during the
- * close; its waiter is detached first, so that completion sees a discarded entry. */
+ * close (or, when the connection died, right after the callback that called this);
+ * its waiters are detached first, so that each completion sees a discarded entry. */
 static void discard(mk_pool *p, mk_pconn *pc) {
   if (pc->state == PC_GONE) return; /* a callback of the release below came back to it */
   if (pc->w) pc->w->pc = NULL;
   pc->w = NULL;
+  while (pc->reqs) req_unlink(pc, pc->reqs);
   if (pc->rollback) mk_req_set_done(pc->rollback, orphan_rollback_done, NULL);
   if (pc->state == PC_FREE) free_unlink(p, pc);
   if (pc->state == PC_CONNECTING) p->nconnecting--;
@@ -425,7 +463,7 @@ static void pc_conn_connected(mk_conn *c, const mk_error *err, void *ud) {
      * clients, a failing setsession): the next attempt waits reconnect_interval */
     p->down = 1;
     keep_size(p);
-    check_available(p);
+    dispatch(p); /* with pipeline, waiters that waited for it may join busy ones */
   } else {
     p->nconnecting--;
     p->nalive++;
@@ -436,6 +474,7 @@ static void pc_conn_connected(mk_conn *c, const mk_error *err, void *ud) {
       p->hooks.setup(p, pc, p->ud);
     } else {
       int initial = take_initial(pc);
+      pc->checked = now_us(); /* the handshake just read its socket */
       became_free(p, pc); /* may run callbacks: pc is not looked at again */
       keep_size(p);
       initial_done(p, initial, 0);
@@ -568,15 +607,49 @@ static void grow(mk_pool *p) {
 
 static void pool_req_done(mk_req *r, void *ud);
 
-/* Sends w's request on pc. Returns 0, or -1 if pc turned out to be closed. */
+/* 1 if the SQL starts (after blanks and comments) with the keyword kw. */
+static int starts_with_keyword(const char *s, const char *kw) {
+  size_t n = strlen(kw), i;
+  for (;;) {
+    while (*s == ' ' || *s == '\t' || *s == '\n' || *s == '\r' || *s == '\f' || *s == '\v') s++;
+    if (s[0] == '-' && s[1] == '-') {
+      while (*s && *s != '\n') s++;
+    } else if (s[0] == '/' && s[1] == '*') {
+      const char *end = strstr(s + 2, "*/");
+      if (!end) return 0;
+      s = end + 2;
+    } else {
+      break;
+    }
+  }
+  for (i = 0; i < n; i++)
+    if (s[i] == '\0' || (s[i] | 0x20) != kw[i]) return 0;
+  return !((s[n] >= 'a' && s[n] <= 'z') || (s[n] >= 'A' && s[n] <= 'Z') || (s[n] >= '0' && s[n] <= '9') ||
+           s[n] == '_' || s[n] == '$' || (unsigned char)s[n] >= 0x80);
+}
+
+/* 1 if r may share a connection with other requests of the pool (pipeline). A
+ * transaction() runs alone: nothing is stacked onto it, and it is never stacked onto a
+ * busy connection. So does a plain request that opens a transaction (BEGIN or START
+ * first): requests stacked behind it would run inside that transaction, and be rolled
+ * back with it when the connection comes back. (r->flags is read here directly:
+ * mk_req.h has no accessor for it yet.) */
+static int may_share(const mk_req *r) {
+  const char *sql;
+  if (r->flags & MK_REQ_TXN) return 0;
+  sql = mk_req_sql(r, 0);
+  return !sql || !(starts_with_keyword(sql, "begin") || starts_with_keyword(sql, "start"));
+}
+
+/* Sends w's request on pc (free, or busy with others it may join). Returns 0, or -1 if
+ * pc turned out to be closed. */
 static int run_on(mk_wait *w, mk_pconn *pc) {
   pc->state = PC_BUSY;
-  pc->w = w;
-  w->pc = pc;
+  req_link(pc, w);
+  if (w->pool->o.pipeline && !may_share(w->r)) pc->alone = 1;
   mk_req_set_done(w->r, pool_req_done, w);
   if (mk_conn_submit(pc->c, w->r) < 0) {
-    pc->w = NULL;
-    w->pc = NULL;
+    req_unlink(pc, w);
     return -1;
   }
   return 0;
@@ -592,14 +665,16 @@ static int may_replay(const mk_pool *p, const mk_wait *w) {
   return p->o.retry == MK_RETRY_ALWAYS || !mk_req_may_have_run(r);
 }
 
+/* A request of the pool ended. When its connection died, the other requests on it end
+ * right after this (the connection fails each of them in turn, with w->pc already
+ * cleared by discard), and each is replayed or fails on its own may_have_run. */
 static void pool_req_done(mk_req *r, void *ud) {
   mk_wait *w = ud;
   mk_pool *p = w->pool;
   mk_pconn *pc = w->pc; /* NULL if the pool already discarded the connection */
   int died = !pc || mk_conn_state_of(pc->c) == MK_CONN_CLOSED;
   enter(p);
-  if (pc) pc->w = NULL;
-  w->pc = NULL;
+  if (pc) req_unlink(pc, w);
   if (died) {
     int replay = mk_req_error(r) && may_replay(p, w);
     if (pc) discard(p, pc);
@@ -614,8 +689,11 @@ static void pool_req_done(mk_req *r, void *ud) {
       return;
     }
     keep_size(p);
-  } else {
+  } else if (pc->nreq == 0) {
+    pc->checked = now_us(); /* the loop has just read its socket for r's end */
     give_back(p, pc);
+  } else {
+    dispatch(p); /* pc has room for one more (pipeline) */
   }
   finish(p, w, MK_ERR_NONE, NULL);
   leave(p);
@@ -680,53 +758,129 @@ static void reserve(mk_pool *p, mk_wait *w, mk_pconn *pc) {
   deliver(p, w, pc);
 }
 
+/* How long a free connection's socket may go unlooked-at before it is probed. */
+#define PROBE_AFTER_US 1000
+
 /* 1 if the free connection pc is known to be dead. The loop notices a killed backend
- * or a stopped server on an idle connection only when it runs; a request handed out
- * before that (the same loop turn as the kill) would meet the dead socket. An idle
- * connection's socket has nothing to read, so anything readable is looked at now:
- * libpq reads it (PQconsumeInput does not parse, so no callback runs) and reports
- * end-of-file or a reset as CONNECTION_BAD. */
+ * or a stopped server on an idle connection only when it polls; a request handed out
+ * before that (after a callback that blocked, in the same loop turn as the kill) would
+ * meet the dead socket. So the socket is looked at unless the pool knew it clean less
+ * than PROBE_AFTER_US ago (the loop read it for the end of the connection's last
+ * request, or a probe found nothing): an idle connection's socket has nothing to read,
+ * so anything readable is read now: libpq reads it (PQconsumeInput does not parse, so
+ * no callback runs) and reports end-of-file or a reset as CONNECTION_BAD. A death
+ * within that millisecond is no better known than one just after a probe: the request
+ * meets a broken connection and is replayed as may_replay says. Without the window,
+ * every pooled request would cost a poll() syscall. */
 static int free_conn_dead(mk_pconn *pc) {
   PGconn *pg = mk_conn_pg(pc->c);
   struct pollfd pfd;
+  uint64_t now;
   int i;
   if (!pg || mk_conn_state_of(pc->c) != MK_CONN_READY || PQstatus(pg) == CONNECTION_BAD) return 1;
+  now = now_us();
+  if (now && pc->checked && now - pc->checked < PROBE_AFTER_US) return 0;
   pfd.fd = PQsocket(pg);
   pfd.events = POLLIN;
   if (pfd.fd < 0) return 1;
   for (i = 0; i < 4; i++) { /* the FATAL message, then end-of-file */
     pfd.revents = 0;
-    if (poll(&pfd, 1, 0) <= 0) return 0;
+    int n = poll(&pfd, 1, 0);
+    if (n <= 0) {
+      if (n == 0 && i == 0) pc->checked = now; /* nothing at all to read: clean */
+      return 0;
+    }
     if (pfd.revents & (POLLERR | POLLHUP | POLLNVAL)) return 1;
     if (!PQconsumeInput(pg)) return 1;
   }
   return PQstatus(pg) == CONNECTION_BAD;
 }
 
-/* Hands free connections to waiters, oldest waiter first, then grows for the rest. */
+/* Connections the first waiters wait for: those being opened and, while the server
+ * takes new ones, those the pool may still open (up to max_size). */
+static int growth_room(const mk_pool *p) {
+  int room = p->nconnecting, total = p->nalive + p->nconnecting;
+  if (!p->down && total < p->o.max_size) room += p->o.max_size - total;
+  return room;
+}
+
+/* With pipeline: the waiter to put on a busy connection now, or NULL. The first
+ * growth_room waiters wait for new connections (a connection of its own serves a
+ * request better than a deeper pipeline); the one after them is stacked if it may
+ * share. If it may not (a transaction, a getconn), nothing overtakes it: stacking
+ * pauses until a connection is free for it, so that it cannot starve behind pipelines
+ * that never drain. */
+static mk_wait *next_to_stack(const mk_pool *p) {
+  int skip = growth_room(p);
+  mk_wait *w = p->wait_head;
+  while (w && skip-- > 0) w = w->next;
+  return w && w->r && may_share(w->r) ? w : NULL;
+}
+
+/* The connection a request joins: busy with requests that share, fewer than
+ * pipeline_depth of them, open and ready, not past max_lifetime (it must drain to be
+ * replaced); the least loaded one, or NULL. */
+static mk_pconn *stack_target(const mk_pool *p) {
+  mk_pconn *pc, *best = NULL;
+  for (pc = p->conns; pc; pc = pc->next) {
+    PGconn *pg;
+    if (pc->state != PC_BUSY || pc->alone || pc->nreq >= p->o.pipeline_depth) continue;
+    if (best && pc->nreq >= best->nreq) continue;
+    pg = mk_conn_pg(pc->c);
+    if (!pg || mk_conn_state_of(pc->c) != MK_CONN_READY || PQstatus(pg) == CONNECTION_BAD || expired(p, pc))
+      continue;
+    best = pc;
+    if (best->nreq == 1) break; /* no busy connection carries fewer */
+  }
+  return best;
+}
+
+/* 1 if the request r, submitted now, would join a busy connection rather than wait
+ * (after a dispatch, the waiters past growth_room are ones that cannot be stacked). */
+static int would_stack(const mk_pool *p, const mk_req *r) {
+  return p->o.pipeline && p->nwaiting == growth_room(p) && may_share(r) && stack_target(p);
+}
+
+/* Gives the waiter w the connection pc: a free one, or with pipeline a busy one. */
+static void hand(mk_pool *p, mk_wait *w, mk_pconn *pc) {
+  wait_unlink(p, w);
+  wait_pause(p, w); /* closed once w ends or has its connection for good */
+  p->counters.acquired++;
+  if (w->r) {
+    if (run_on(w, pc) >= 0) return;
+    if (pc->nreq > 0 && mk_conn_state_of(pc->c) == MK_CONN_READY) {
+      /* the connection is fine (no memory for the request's timer): the requests on it
+       * go on, this one fails */
+      finish(p, w, MK_ERR_INTERFACE, "out of memory");
+      return;
+    }
+    discard(p, pc);
+    requeue(p, w);
+    keep_size(p);
+  } else {
+    reserve(p, w, pc);
+  }
+}
+
+/* Hands free connections to waiters, oldest waiter first; with pipeline, then stacks
+ * waiters onto busy connections (next_to_stack, stack_target); then grows for the
+ * rest. */
 static void dispatch(mk_pool *p) {
   if (p->later_unarmed && mk_timer_start(p->later_timer, 0) == 0) p->later_unarmed = 0;
-  while (!p->closed && p->wait_head && p->free_head) {
+  while (!p->closed && p->wait_head) {
     mk_wait *w = p->wait_head;
     mk_pconn *pc = p->free_head;
-    if (free_conn_dead(pc)) { /* never handed out: replaced like any lost free one */
-      discard(p, pc);
-      keep_size(p);
-      continue;
-    }
-    wait_unlink(p, w);
-    free_unlink(p, pc);
-    wait_pause(p, w); /* closed once w ends or has its connection for good */
-    p->counters.acquired++;
-    if (w->r) {
-      if (run_on(w, pc) < 0) {
+    if (pc) {
+      if (free_conn_dead(pc)) { /* never handed out: replaced like any lost free one */
         discard(p, pc);
-        requeue(p, w);
         keep_size(p);
+        continue;
       }
-    } else {
-      reserve(p, w, pc);
+      free_unlink(p, pc);
+    } else if (!p->o.pipeline || !(w = next_to_stack(p)) || !(pc = stack_target(p))) {
+      break;
     }
+    hand(p, w, pc);
   }
   grow(p);
   check_available(p);
@@ -740,6 +894,7 @@ static void rollback_done(mk_req *r, void *ud) {
   mk_req_free(r);
   pc->rollback = NULL;
   if (ok) {
+    pc->checked = now_us(); /* the loop has just read the end of the ROLLBACK */
     became_free(p, pc);
   } else {
     discard(p, pc);
@@ -881,8 +1036,9 @@ int mk_pool_connect(mk_pool *p) {
   return 0;
 }
 
-/* Common admission of a request or getconn waiter. Returns 0 or a refusal kind. */
-static int admit(mk_pool *p, const char **why) {
+/* Common admission of a request r (NULL: a getconn waiter). Returns 0 or a refusal
+ * kind. */
+static int admit(mk_pool *p, const mk_req *r, const char **why) {
   if (p->closed) {
     *why = "pool is closed";
     return MK_ERR_POOL;
@@ -897,7 +1053,7 @@ static int admit(mk_pool *p, const char **why) {
     *why = p->unavailable;
     return MK_ERR_NOT_AVAILABLE;
   }
-  if (!p->free_head && p->o.max_waiting >= 0 && p->nwaiting >= p->o.max_waiting) {
+  if (!p->free_head && p->o.max_waiting >= 0 && p->nwaiting >= p->o.max_waiting && !(r && would_stack(p, r))) {
     *why = "too many requests waiting for a connection (max_waiting)";
     return MK_ERR_POOL;
   }
@@ -921,7 +1077,7 @@ static mk_wait *new_wait(mk_pool *p) {
 
 int mk_pool_submit(mk_pool *p, mk_req *r, const char **why) {
   mk_wait *w;
-  int kind = admit(p, why);
+  int kind = admit(p, r, why);
   if (kind) return kind;
   if (!(w = new_wait(p))) {
     *why = "out of memory";
@@ -953,7 +1109,7 @@ int mk_pool_cancel(mk_pool *p, mk_req *r) {
 
 int mk_pool_getconn(mk_pool *p, int ping, mk_pool_got_fn got, void *ud, const char **why) {
   mk_wait *w;
-  int kind = admit(p, why);
+  int kind = admit(p, NULL, why);
   if (kind) return kind;
   if (!(w = new_wait(p))) {
     *why = "out of memory";

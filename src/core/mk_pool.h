@@ -4,7 +4,10 @@
  * idle connections and reopens dead ones every reconnect_interval, replays requests
  * whose connection died according to the retry policy, shrinks idle connections, and
  * reserves connections for getconn/putconn, and replaces connections that lived past
- * max_lifetime when they are next free.
+ * max_lifetime when they are next free. With opts.pipeline, a request that finds no
+ * free connection (once growth to max_size is under way or done) joins the least loaded
+ * busy one, up to pipeline_depth requests each; transactions, getconn and requests
+ * that open a transaction (BEGIN, START) take a connection of their own.
  *
  * Every submitted request and every getconn completes exactly once, also when the pool
  * closes. Callbacks may re-enter the pool (submit, getconn, putconn, close, release);
@@ -34,8 +37,9 @@ typedef struct mk_pool_opts {
   mk_retry retry;
   int max_lifetime_ms;              /* 0: connections live as long as they work */
   int setup;                        /* call hooks.setup for every new connection */
-  int pipeline;                     /* connections in pipeline mode (mk_conn_set_pipeline) */
-  int pipeline_depth;               /* with pipeline: requests per connection before one waits */
+  int pipeline;                     /* connections in pipeline mode (mk_conn_set_pipeline), and
+                                     * requests stacked onto busy ones */
+  int pipeline_depth;               /* with pipeline: requests per connection before one waits (>= 1) */
   int statement_cache_size;         /* mk_conn_set_statement_cache of each connection */
 } mk_pool_opts;
 
@@ -55,7 +59,8 @@ typedef struct mk_pool_hooks {
 typedef void (*mk_pool_got_fn)(mk_pool *p, mk_pconn *pc, const mk_error *err, void *ud);
 
 typedef struct mk_pool_stats {
-  int size, free, busy, connecting, waiting, dead;
+  int size, free, busy, connecting, waiting, dead; /* busy: with requests on it, reserved,
+                                                    * in setup or rolling back */
   long long acquired, timeouts, reconnects, retries;
 } mk_pool_stats;
 
@@ -63,10 +68,10 @@ typedef struct mk_pool_stats {
 mk_pool *mk_pool_new(mk_loop *loop, const mk_pool_opts *opts, const mk_pool_hooks *hooks, void *ud);
 /* Opens `size` connections. Returns 0, or -1 if connect was already called. */
 int mk_pool_connect(mk_pool *p);
-/* Runs r on a free connection, or queues it. Returns 0, or an error kind when r was
- * refused at once (the pool is closed: MK_ERR_POOL; too many waiting: MK_ERR_POOL with
- * *why set; no connection can be opened: MK_ERR_NOT_AVAILABLE). r stays the caller's
- * when refused. */
+/* Runs r on a free connection (with pipeline: or on a busy one it may join), or
+ * queues it. Returns 0, or an error kind when r was refused at once (the pool is
+ * closed: MK_ERR_POOL; too many waiting: MK_ERR_POOL with *why set; no connection can
+ * be opened: MK_ERR_NOT_AVAILABLE). r stays the caller's when refused. */
 int mk_pool_submit(mk_pool *p, mk_req *r, const char **why);
 /* Cancels r (queued: completes with QueryCanceledError; running: as mk_conn_cancel).
  * Returns 1 if r was queued or running, 0 if it is no longer the pool's (completed). */
