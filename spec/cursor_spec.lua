@@ -503,3 +503,42 @@ describe("cursor", function()
     end)
   end)
 end)
+
+describe("a fetch of many rows", function()
+  local conn
+  H.block_connection(H.dsn, function(c) conn = c end)
+
+  it("leaves the collector running after fetchall and fetchmany, as it was", function()
+    local cur = conn:execute("SELECT g FROM generate_series(1, 3000) g"):await()
+    assert.equal(1500, #cur:fetchmany(1500))
+    assert.is_true(collectgarbage("isrunning"))
+    assert.equal(1500, #cur:fetchall())
+    assert.is_true(collectgarbage("isrunning"))
+  end)
+
+  it("leaves a collector the program stopped stopped", function()
+    local cur = conn:execute("SELECT g FROM generate_series(1, 3000) g"):await()
+    collectgarbage("stop")
+    local rows = cur:fetchall()
+    local running = collectgarbage("isrunning")
+    collectgarbage("restart")
+    assert.equal(3000, #rows)
+    assert.is_false(running)
+  end)
+
+  it("restarts the collector when a decoder raises in the middle, and raises its error", function()
+    local calls = 0
+    momoko.register_type(25, function(s) -- text
+      calls = calls + 1
+      if calls == 2000 then error("decoder gave up at " .. s) end
+      return s
+    end)
+    local ok, err = pcall(function()
+      return conn:execute("SELECT g::text FROM generate_series(1, 3000) g"):await():fetchall()
+    end)
+    momoko.register_type(25, nil)
+    assert.is_false(ok)
+    assert.matches("decoder gave up at 2000", tostring(err))
+    assert.is_true(collectgarbage("isrunning"))
+  end)
+end)

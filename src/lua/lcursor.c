@@ -144,6 +144,35 @@ static void fetch_n(lua_State *L, lcursor *cur, lua_Integer n) {
   }
 }
 
+/* From this many rows on, a fetch pauses the collector (fetch_many). */
+#define GC_PAUSE_ROWS 1000
+
+/* fetch_n run by lua_pcall: the cursor at 1, n at 2. */
+static int fetch_n_call(lua_State *L) {
+  fetch_n(L, lua_touserdata(L, 1), lua_tointeger(L, 2));
+  return 1;
+}
+
+/* fetch_n for the cursor at 1. Every row table made by a large fetch stays reachable
+ * from the list until the fetch returns, so a collection cycle during it finds no
+ * garbage and only walks those rows again: for such a fetch the collector is paused
+ * (unless the program stopped it itself) and restarted after, also when a decoder
+ * raises. An allocation that fails still triggers Lua's emergency collection. */
+static void fetch_many(lua_State *L, lcursor *cur, lua_Integer n) {
+  int status;
+  if (n < GC_PAUSE_ROWS || cur->nrows - cur->pos < GC_PAUSE_ROWS || !lua_gc(L, LUA_GCISRUNNING)) {
+    fetch_n(L, cur, n);
+    return;
+  }
+  lua_pushcfunction(L, fetch_n_call);
+  lua_pushvalue(L, 1);
+  lua_pushinteger(L, n);
+  lua_gc(L, LUA_GCSTOP);
+  status = lua_pcall(L, 2, 1, 0);
+  lua_gc(L, LUA_GCRESTART);
+  if (status != LUA_OK) lua_error(L);
+}
+
 static int c_fetchmany(lua_State *L) {
   lcursor *cur = open_cursor(L);
   lua_Integer n = cur->arraysize;
@@ -154,14 +183,14 @@ static int c_fetchmany(lua_State *L) {
       return lmk_raise(L, MK_ERR_INTERFACE, "fetchmany: n must be a non-negative integer");
   }
   lua_settop(L, 1);
-  fetch_n(L, cur, n);
+  fetch_many(L, cur, n);
   return 1;
 }
 
 static int c_fetchall(lua_State *L) {
   lcursor *cur = open_cursor(L);
   lua_settop(L, 1);
-  fetch_n(L, cur, cur->nrows - cur->pos);
+  fetch_many(L, cur, cur->nrows - cur->pos);
   return 1;
 }
 
