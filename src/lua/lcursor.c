@@ -10,6 +10,7 @@
 #include "lcursor.h"
 
 #include "lerror.h"
+#include "lstate.h"
 #include "ltypes.h"
 
 #define UV_QUERY 1
@@ -30,18 +31,9 @@ typedef struct lcursor {
   lcol col[]; /* per column */
 } lcursor;
 
-/* The cursor at idx. Every function of the metatable has it as upvalue 1 and the methods
- * table as upvalue 2: comparing the metatable with the upvalue spares the registry
- * lookup of luaL_checkudata, which still makes the message for anything else. */
-static lcursor *check_cursor(lua_State *L, int idx) {
-  void *cur = lua_touserdata(L, idx);
-  if (cur && lua_getmetatable(L, idx)) {
-    int same = lua_rawequal(L, -1, lua_upvalueindex(1));
-    lua_pop(L, 1);
-    if (same) return cur;
-  }
-  return luaL_checkudata(L, idx, LMK_CURSOR);
-}
+/* The cursor at idx. Every function of the metatable has it as upvalue 1 (see
+ * lmk_check_self) and the methods table as upvalue 2. */
+static lcursor *check_cursor(lua_State *L, int idx) { return lmk_check_self(L, idx, LMK_CURSOR); }
 
 /* Raises unless the result is still there: Lua code run while a row is built (a
  * decoder, or a finalizer run by a GC step) may have closed the cursor. */

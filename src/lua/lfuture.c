@@ -28,18 +28,9 @@ struct lfuture {
 #define OUTCOME 1
 #define WAITERS 2
 
-/* The future at idx. The methods have the metatable as upvalue 1: comparing with it
- * spares the registry lookup of luaL_checkudata, which still makes the message for
- * anything else (and serves the functions without that upvalue). */
-static lfuture *check_future(lua_State *L, int idx) {
-  void *f = lua_touserdata(L, idx);
-  if (f && lua_getmetatable(L, idx)) {
-    int same = lua_rawequal(L, -1, lua_upvalueindex(1));
-    lua_pop(L, 1);
-    if (same) return f;
-  }
-  return luaL_checkudata(L, idx, LMK_FUTURE);
-}
+/* The future at idx. The methods have the metatable as upvalue 1 (see lmk_check_self);
+ * the functions without it get luaL_checkudata's lookup. */
+static lfuture *check_future(lua_State *L, int idx) { return lmk_check_self(L, idx, LMK_FUTURE); }
 
 lfuture *lmk_future_new_slots(lua_State *L, int nslots) {
   lfuture *f = lua_newuserdatauv(L, sizeof *f, LMK_FUTURE_SLOT - 1 + nslots);

@@ -329,3 +329,13 @@ void lmk_open_state(lua_State *L) {
   static const luaL_Reg fns[] = {{"run", l_run}, {"loop", l_loop}, {"set_loop", l_set_loop}, {NULL, NULL}};
   luaL_setfuncs(L, fns, 0);
 }
+
+void *lmk_check_self(lua_State *L, int idx, const char *tname) {
+  void *u = lua_touserdata(L, idx);
+  if (u && lua_getmetatable(L, idx)) {
+    int same = lua_rawequal(L, -1, lua_upvalueindex(1));
+    lua_pop(L, 1);
+    if (same) return u;
+  }
+  return luaL_checkudata(L, idx, tname);
+}

@@ -54,6 +54,11 @@ typedef struct lmk_state {
 lmk_state *lmk_state_open(lua_State *L);
 /* The state of L (raises if momoko.core is not loaded, which cannot happen). */
 lmk_state *lmk_state_of(lua_State *L);
+/* The userdata at idx when its metatable is upvalue 1 of the running C function (the
+ * methods of a type carry their metatable so: no registry lookup); otherwise what
+ * luaL_checkudata(L, idx, tname) gives, which raises its usual message for anything
+ * else. */
+void *lmk_check_self(lua_State *L, int idx, const char *tname);
 /* The loop in use, chosen on first call: luv's if luv is loaded in L, else libuv's
  * default. Raises only for lack of memory. */
 mk_loop *lmk_loop_in_use(lua_State *L, lmk_state *st);
