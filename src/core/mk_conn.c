@@ -564,6 +564,12 @@ static void shut(mk_conn *c, mk_kind kind, const char *inflight_msg, const char 
     /* the server ended the session while it ran the oldest request: the requests of
      * the pipeline behind it never started */
     if (r->sent && r != list && c->server_ended && r->err.kind == MK_ERR_NONE) r->may_have_run = 0;
+    /* parked to run again: its error (the cache's 26000, a stray cancel) took no effect
+     * and is none of the caller's business; it ends as one never sent */
+    if (r->recheck) {
+      mk_error_clear(&r->err);
+      r->may_have_run = 0;
+    }
     if (r->err.kind == MK_ERR_NONE) mk_error_set(&r->err, kind, r->sent ? inflight_msg : queued_msg);
   }
   while (list) {
