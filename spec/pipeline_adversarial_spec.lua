@@ -308,7 +308,7 @@ describe("pipeline adversarial: killed backends", function()
         {"SELECT pg_sleep($1::float8) /* padv_tx */", {30}},
         {"INSERT INTO " .. t .. " VALUES ($1)", {2}},
       })
-      local plain = pool:execute("INSERT INTO " .. t .. " SELECT $1::int FROM pg_sleep(0.5) /* padv_plain */", {3})
+      local plain = pool:execute("INSERT INTO " .. t .. " SELECT $1::int FROM pg_sleep(2) /* padv_plain */", {3})
       local quick = {}
       for i = 1, 5 do quick[i] = pool:execute("INSERT INTO " .. t .. " VALUES ($1)", {10 + i}) end
       local ends = count_ends({tx, plain, table.unpack(quick)})
