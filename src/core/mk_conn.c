@@ -27,6 +27,12 @@
  * connect_timeout. */
 #define CANCEL_DEADLINE_MS 10000
 
+/* In pipeline mode DEALLOCATEs wait for an empty pipeline (only then does libpq tell the
+ * transaction status). Once this many wait, nothing new is sent until the pipeline
+ * drained and they went out: the server keeps at most the cache size and this many
+ * prepared statements also under a load that never lets the pipeline drain. */
+#define DEALLOC_HOLD 16
+
 typedef struct notice_sink {
   int refs;    /* the PGconn, and each live result of it */
   mk_conn *c;  /* NULL once the PGconn is finished */
@@ -63,6 +69,8 @@ struct mk_conn {
   mk_stmtcache *cache; /* made at the end of the handshake when cache_size > 0 */
   unsigned *deallocs; /* cached statements to DEALLOCATE once out of a transaction */
   int ndeallocs, deallocs_cap;
+  int dealloc_hold;  /* deallocs that hold new sends back: DEALLOC_HOLD, doubled by each
+                      * drain that found a transaction block (they wait for its end) */
   int in_pipeline;    /* libpq is in pipeline mode */
   int barrier;        /* a pipelined transaction is out: nothing is sent behind it */
   int server_ended;   /* the server ended the session (57P01-57P03) */
@@ -121,6 +129,7 @@ mk_conn *mk_conn_new(mk_loop *loop, const mk_conn_hooks *hooks, void *ud) {
   c->loop = loop;
   c->state = MK_CONN_NEW;
   c->cancel_deadline_ms = CANCEL_DEADLINE_MS;
+  c->dealloc_hold = DEALLOC_HOLD;
   if (hooks) c->hooks = *hooks;
   c->ud = ud;
   return c;
@@ -300,7 +309,12 @@ static void queue_dealloc(mk_conn *c, unsigned id) {
 
 /* Sends the DEALLOCATEs that waited for the end of a transaction block. */
 static void flush_deallocs(mk_conn *c) {
-  if (!c->ndeallocs || !txn_idle(c) || c->nsent > 0 || c->state == MK_CONN_CLOSED) return;
+  if (!c->ndeallocs || c->nsent > 0 || c->state == MK_CONN_CLOSED) return;
+  if (!txn_idle(c)) { /* they wait for the block's end: hold the pipeline less often */
+    if (c->dealloc_hold < INT_MAX / 2) c->dealloc_hold *= 2;
+    return;
+  }
+  c->dealloc_hold = DEALLOC_HOLD;
   while (c->ndeallocs) send_dealloc(c, c->deallocs[--c->ndeallocs]);
 }
 
@@ -564,6 +578,12 @@ static void shut(mk_conn *c, mk_kind kind, const char *inflight_msg, const char 
     /* the server ended the session while it ran the oldest request: the requests of
      * the pipeline behind it never started */
     if (r->sent && r != list && c->server_ended && r->err.kind == MK_ERR_NONE) r->may_have_run = 0;
+    /* parked to run again: its error (the cache's 26000, a stray cancel) took no effect
+     * and is none of the caller's business; it ends as one never sent */
+    if (r->recheck) {
+      mk_error_clear(&r->err);
+      r->may_have_run = 0;
+    }
     if (r->err.kind == MK_ERR_NONE) mk_error_set(&r->err, kind, r->sent ? inflight_msg : queued_msg);
   }
   while (list) {
@@ -814,6 +834,7 @@ static int advance(mk_conn *c) {
       complete(c, r);
       continue;
     }
+    if (c->nsent > 0 && c->ndeallocs >= c->dealloc_hold) break; /* drain: flush_deallocs */
     pipe = c->pipeline && pipelinable(r);
     if ((!pipe || !c->in_pipeline) && c->nsent > 0) break; /* wait until the rest ran */
     if (set_pipeline_mode(c, pipe) < 0) break;
