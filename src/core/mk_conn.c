@@ -12,10 +12,10 @@
 #include "mk_conn.h"
 
 #include "mk_cancel.h"
+#include "mk_dns.h"
 #include "mk_sql.h"
 #include "mk_stmtcache.h"
 
-#include <arpa/inet.h>
 #include <libpq-events.h>
 #include <limits.h>
 #include <openssl/ssl.h>
@@ -38,7 +38,6 @@ typedef struct notice_sink {
   mk_conn *c;  /* NULL once the PGconn is finished */
 } notice_sink;
 
-struct dns; /* a connect waiting for host names to be resolved */
 
 struct mk_conn {
   mk_loop *loop;
@@ -63,7 +62,7 @@ struct mk_conn {
   uint64_t last_used;
   mk_req *setsession; /* waits here between mk_conn_connect and the handshake's end */
   notice_sink *sink;  /* the notice receiver's argument while pg lives */
-  struct dns *dns;    /* host names being resolved before libpq starts */
+  mk_dns *dns;        /* host names being resolved before libpq starts */
   int pipeline;       /* mk_conn_set_pipeline */
   int cache_size;     /* mk_conn_set_statement_cache */
   mk_stmtcache *cache; /* made at the end of the handshake when cache_size > 0 */
@@ -85,7 +84,6 @@ static void lost_with(mk_conn *c, const char *why);
 static int advance(mk_conn *c);
 static int cancels_pending(mk_conn *c);
 static void drop_cancels(mk_conn *c, int all);
-static void dns_free(struct dns *d);
 static void on_io(void *ud, int events, int status);
 static void send_step(mk_conn *c, mk_req *r);
 
@@ -116,7 +114,7 @@ static void leave(mk_conn *c) {
   if (c->released) {
     drop_cancels(c, 1);
     mk_timer_close(c->cancel_timer);
-    dns_free(c->dns);
+    mk_dns_free(c->dns);
     mk_stmtcache_free(c->cache);
     free(c->deallocs);
     free(c);
@@ -557,7 +555,7 @@ static void shut(mk_conn *c, mk_kind kind, const char *inflight_msg, const char 
   c->io = NULL;
   mk_timer_close(c->timer);
   c->timer = NULL;
-  dns_free(c->dns);
+  mk_dns_free(c->dns);
   c->dns = NULL;
   /* nothing is sent any more: the cancels' threads go on alone, unheard */
   drop_cancels(c, 1);
@@ -1175,24 +1173,6 @@ static void on_connect_timeout(void *ud) {
   leave(c);
 }
 
-/* connect_timeout as libpq reads it (the conninfo's value, else PGCONNECT_TIMEOUT):
- * seconds, 0 for none, and at least 2 as libpq enforces. */
-static int timeout_ms_of(const char *val) {
-  int secs;
-  if (!val) val = getenv("PGCONNECT_TIMEOUT");
-  secs = val ? atoi(val) : 0;
-  if (secs <= 0) return 0;
-  if (secs > INT_MAX / 1000) secs = INT_MAX / 1000;
-  return (secs < 2 ? 2 : secs) * 1000;
-}
-
-static const char *opt_val(const PQconninfoOption *opts, const char *key) {
-  const PQconninfoOption *o;
-  for (o = opts; o && o->keyword; o++)
-    if (strcmp(o->keyword, key) == 0) return o->val;
-  return NULL;
-}
-
 static mk_req *setsession_req(mk_conn *c, const char *const *sql, int n) {
   mk_req *r;
   int i;
@@ -1223,211 +1203,18 @@ static void start_pq(mk_conn *c, const char *conninfo, const char *const *kw, co
     lost(c);
 }
 
-/* Host names. libpq resolves them with a blocking getaddrinfo inside PQconnectPoll,
- * which would stop the loop. They are resolved first on libuv's thread pool, then
- * handed to libpq as hostaddr beside host (which libpq still uses for TLS, .pgpass
- * and its messages). A name with several addresses becomes as many host entries, so
- * libpq tries each in turn as it would have; every other entry (an address, a socket
- * directory, an empty entry) is passed on as it was, with an empty hostaddr. */
-/* A lookup whose result could not be kept (libuv's codes are other negative numbers). */
-#define LOOKUP_NOMEM (-100000)
-
-struct lookup {
-  mk_conn *c;
-  mk_resolve *req; /* NULL when none is needed, or once it ended */
-  int needed;
-  int status;
-  char *addrs; /* malloc'd, comma-separated */
-};
-
-struct dns {
-  PQconninfoOption *opts;
-  char *hostbuf, *portbuf; /* copies of host and port, split at the commas */
-  char **hosts, **ports;
-  int nhosts, nports;
-  struct lookup *lk; /* one per host */
-  int left;
-};
-
-static void dns_free(struct dns *d) {
-  int i;
-  if (!d) return;
-  for (i = 0; d->lk && i < d->nhosts; i++) {
-    mk_resolve_cancel(d->lk[i].req);
-    free(d->lk[i].addrs);
-  }
-  free(d->lk);
-  free(d->hosts);
-  free(d->ports);
-  free(d->hostbuf);
-  free(d->portbuf);
-  PQconninfoFree(d->opts);
-  free(d);
-}
-
-/* Splits s at commas, in place, into a malloc'd array (*n entries). NULL: no memory. */
-static char **split(char *s, int *n) {
-  char **v, *p;
-  int i = 1;
-  for (p = s; *p; p++)
-    if (*p == ',') i++;
-  if (!(v = malloc((size_t)i * sizeof *v))) return NULL;
-  *n = i;
-  v[0] = s;
-  for (i = 1, p = s; *p; p++)
-    if (*p == ',') {
-      *p = '\0';
-      v[i++] = p + 1;
-    }
-  return v;
-}
-
-static int is_name(const char *h) {
-  unsigned char buf[16];
-  if (!h[0] || h[0] == '/' || h[0] == '@') return 0; /* default, or a socket directory */
-  return inet_pton(AF_INET, h, buf) != 1 && inet_pton(AF_INET6, h, buf) != 1;
-}
-
-/* Appends s (and a comma before it unless first) to the malloc'd string *out. */
-static int append(char **out, size_t *len, const char *s, int first) {
-  size_t n = strlen(s);
-  char *p = realloc(*out, *len + n + 2);
-  if (!p) return -1;
-  *out = p;
-  if (!first) p[(*len)++] = ',';
-  memcpy(p + *len, s, n + 1);
-  *len += n;
-  return 0;
-}
-
-/* Every lookup ended: connect with the addresses found. */
-static void dns_done(mk_conn *c) {
-  struct dns *d = c->dns;
-  char *host = NULL, *addr = NULL, *port = NULL, err[400] = "";
-  size_t hl = 0, al = 0, pl = 0;
-  const char **kw = NULL, **vals = NULL;
-  int i, n = 0, nopts = 0, k = 0, oom = 0;
-  const PQconninfoOption *o;
-  for (i = 0; i < d->nhosts && !oom; i++) {
-    const char *p = d->nports > 1 ? d->ports[i] : NULL;
-    if (!d->lk[i].needed) {
-      oom = append(&host, &hl, d->hosts[i], n == 0) < 0 || append(&addr, &al, "", n == 0) < 0 ||
-            (p && append(&port, &pl, p, n == 0) < 0);
-      n++;
-    } else if (d->lk[i].status < 0) {
-      if (!err[0])
-        snprintf(err, sizeof err, "could not translate host name \"%s\" to address: %s", d->hosts[i],
-                 d->lk[i].status == LOOKUP_NOMEM ? "out of memory" : mk_loop_strerror(d->lk[i].status));
-    } else {
-      char *a = d->lk[i].addrs, *next;
-      for (; a && !oom; a = next) {
-        if ((next = strchr(a, ',')) != NULL) *next++ = '\0';
-        oom = append(&host, &hl, d->hosts[i], n == 0) < 0 || append(&addr, &al, a, n == 0) < 0 ||
-              (p && append(&port, &pl, p, n == 0) < 0);
-        n++;
-      }
-    }
-  }
-  for (o = d->opts; o->keyword; o++) nopts++;
-  if (!oom && n > 0) {
-    kw = calloc((size_t)nopts + 4, sizeof *kw);
-    vals = calloc((size_t)nopts + 4, sizeof *vals);
-  }
-  if (oom || (n > 0 && (!kw || !vals))) {
-    connect_fail_msg(c, "out of memory");
-  } else if (n == 0) {
-    connect_fail_msg(c, err);
-  } else {
-    for (o = d->opts; o->keyword; o++) {
-      if (!o->val || strcmp(o->keyword, "host") == 0 || strcmp(o->keyword, "hostaddr") == 0 ||
-          (port && strcmp(o->keyword, "port") == 0))
-        continue;
-      kw[k] = o->keyword;
-      vals[k++] = o->val;
-    }
-    kw[k] = "host";
-    vals[k++] = host;
-    kw[k] = "hostaddr";
-    vals[k++] = addr;
-    if (port) {
-      kw[k] = "port";
-      vals[k++] = port;
-    }
-    c->dns = NULL; /* the arrays point into it until libpq copied them */
-    start_pq(c, NULL, kw, vals);
-    dns_free(d);
-  }
-  free(kw);
-  free(vals);
-  free(host);
-  free(addr);
-  free(port);
-}
-
-static void on_resolved(void *ud, int status, const char *addrs) {
-  struct lookup *lk = ud;
-  mk_conn *c = lk->c;
+/* The host names are resolved (mk_dns.h): libpq starts with their addresses. */
+static void on_dns_done(void *ud, const char *const *kw, const char *const *vals, const char *err) {
+  mk_conn *c = ud;
   enter(c);
-  lk->req = NULL;
-  lk->status = status;
-  if (status == 0 && !(lk->addrs = strdup(addrs))) lk->status = LOOKUP_NOMEM;
-  if (c->state == MK_CONN_CONNECTING && c->dns && --c->dns->left == 0) dns_done(c);
+  c->dns = NULL; /* it frees itself after this */
+  if (c->state == MK_CONN_CONNECTING) {
+    if (err)
+      connect_fail_msg(c, err);
+    else
+      start_pq(c, NULL, kw, vals);
+  }
   leave(c);
-}
-
-/* Parses conninfo and starts a lookup for each host name in it. Returns 1 when lookups
- * run (c->dns set), 0 when libpq can be started with conninfo as it is, -1 when memory
- * ran out. *timeout_ms: the connect timeout it sets (0 when it cannot be parsed). */
-static int dns_start(mk_conn *c, const char *conninfo, int *timeout_ms) {
-  struct dns *d;
-  const char *host, *port;
-  char *errmsg = NULL;
-  int i, err = 0;
-  *timeout_ms = 0;
-  if (!(d = calloc(1, sizeof *d))) return -1;
-  if (!(d->opts = PQconninfoParse(conninfo, &errmsg))) {
-    /* malformed (libpq says so at the start), or no memory: either way libpq decides */
-    PQfreemem(errmsg);
-    free(d);
-    return 0;
-  }
-  *timeout_ms = timeout_ms_of(opt_val(d->opts, "connect_timeout"));
-  host = opt_val(d->opts, "host");
-  if (!host) host = getenv("PGHOST");
-  port = opt_val(d->opts, "port");
-  /* a service file or an address given: nothing to resolve here */
-  if (!host || opt_val(d->opts, "service") || opt_val(d->opts, "hostaddr") || getenv("PGHOSTADDR") ||
-      getenv("PGSERVICE"))
-    goto as_is;
-  if (!(d->hostbuf = strdup(host)) || !(d->hosts = split(d->hostbuf, &d->nhosts))) goto nomem;
-  if (port && port[0]) {
-    if (!(d->portbuf = strdup(port)) || !(d->ports = split(d->portbuf, &d->nports))) goto nomem;
-    if (d->nports > 1 && d->nports != d->nhosts) goto as_is; /* libpq reports the mismatch */
-  }
-  if (!(d->lk = calloc((size_t)d->nhosts, sizeof *d->lk))) goto nomem;
-  for (i = 0; i < d->nhosts; i++) d->lk[i].needed = is_name(d->hosts[i]);
-  for (i = 0; i < d->nhosts && !d->lk[i].needed; i++) {}
-  if (i == d->nhosts) goto as_is;
-  c->dns = d;
-  for (i = 0; i < d->nhosts; i++) {
-    struct lookup *lk = &d->lk[i];
-    if (!lk->needed) continue;
-    lk->c = c;
-    d->left++;
-    lk->req = mk_resolve_start(c->loop, d->hosts[i], on_resolved, lk, &err);
-    if (!lk->req) { /* counts as ended with that error */
-      lk->status = err < 0 ? err : LOOKUP_NOMEM;
-      d->left--;
-    }
-  }
-  if (d->left == 0) dns_done(c); /* none could start: fail with the first error */
-  return 1;
-as_is:
-  dns_free(d);
-  return 0;
-nomem:
-  dns_free(d);
-  return -1;
 }
 
 int mk_conn_connect(mk_conn *c, const char *conninfo, const char *const *setsession,
@@ -1441,7 +1228,7 @@ int mk_conn_connect(mk_conn *c, const char *conninfo, const char *const *setsess
     leave(c);
     return 0;
   }
-  rc = dns_start(c, conninfo, &ms);
+  rc = mk_dns_start(c->loop, conninfo, on_dns_done, c, &c->dns, &ms);
   if (ms > 0) c->cancel_deadline_ms = ms;
   if (rc < 0) {
     connect_fail_msg(c, "out of memory");
