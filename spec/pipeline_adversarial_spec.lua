@@ -9,30 +9,8 @@ local H = require "helper"
 
 local failure, assert_kind = H.failure, H.assert_kind
 
-local function connect(opts, prefix)
-  local dsn, app = H.app_dsn(prefix or "padv")
-  opts = opts or {}
-  if opts.pipeline == nil then opts.pipeline = true end
-  return momoko.connect(dsn, opts):await(), app
-end
-
--- Counts done callbacks per future (every request must end exactly once).
-local function count_ends(futures)
-  local ends = {}
-  for i, f in ipairs(futures) do
-    ends[i] = 0
-    f:add_done_callback(function() ends[i] = ends[i] + 1 end)
-  end
-  return ends
-end
-
-local function all_once(ends, n)
-  for i = 1, n do assert.equal(1, ends[i], "request " .. i .. " ended " .. tostring(ends[i]) .. " times") end
-end
-
-local function prepared(conn)
-  return tonumber(conn:execute("SELECT count(*) FROM pg_prepared_statements"):await():fetchone()[1])
-end
+local count_ends, all_once, connect, prepared = H.count_ends, H.assert_each_once, H.pipelined_connection,
+  H.prepared_count
 
 describe("pipeline adversarial: re-entrant done callbacks", function()
   it("close() from the done callback of request 20 of 50: 1..20 succeed, 21..50 fail closed, once each", function()

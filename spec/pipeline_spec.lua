@@ -7,23 +7,10 @@ local P = require "tcproxy_helper"
 
 local failure = H.failure
 
--- A connection in pipeline mode (or not, with plain = true) and its application_name.
-local function connect(opts, dsn)
-  local app
-  if not dsn then dsn, app = H.app_dsn("pipe") end
-  opts = opts or {}
-  if opts.pipeline == nil then opts.pipeline = true end
-  return momoko.connect(dsn, opts):await(), app
-end
+local count_ends = H.count_ends
 
--- Counts done callbacks per future: every request must end exactly once.
-local function count_ends(futures)
-  local ends = {}
-  for i, f in ipairs(futures) do
-    ends[i] = 0
-    f:add_done_callback(function() ends[i] = ends[i] + 1 end)
-  end
-  return ends
+local function connect(opts)
+  return H.pipelined_connection(opts, "pipe")
 end
 
 -- A second connection holding the session advisory lock `key`, so that a statement

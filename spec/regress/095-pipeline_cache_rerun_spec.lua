@@ -17,9 +17,7 @@ local function connect()
   return momoko.Connection({dsn = dsn, pipeline = true}):connect():await(), app
 end
 
-local function prepared(conn)
-  return tonumber(conn:execute("SELECT count(*) FROM pg_prepared_statements"):await():fetchone()[1])
-end
+local prepared = H.prepared_count
 
 describe("regress 095: pipeline mode re-runs a request whose cached statement went away", function()
   it("after DEALLOCATE ALL: 8 requests at once all succeed, in order", function()

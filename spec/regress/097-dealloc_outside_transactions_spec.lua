@@ -6,9 +6,7 @@
 local momoko = require "momoko"
 local H = require "helper"
 
-local function prepared(conn)
-  return conn:execute("SELECT count(*) FROM pg_prepared_statements"):await():fetchone()[1]
-end
+local prepared = H.prepared_count
 
 describe("regress 097: the statement cache deallocates only outside a transaction block", function()
   for _, pipeline in ipairs({false, true}) do

@@ -312,4 +312,37 @@ function H.assert_loop_usable()
   luassert.is_true(ok, tostring(err))
 end
 
+--- Counts the done callbacks of each future (every request must end exactly once);
+--- returns the array of counts, which grows as they end.
+function H.count_ends(futures)
+  local ends = {}
+  for i, f in ipairs(futures) do
+    ends[i] = 0
+    f:add_done_callback(function() ends[i] = ends[i] + 1 end)
+  end
+  return ends
+end
+
+--- Asserts that each of the first n counts of H.count_ends is exactly 1.
+function H.assert_each_once(ends, n)
+  for i = 1, n do
+    luassert.equal(1, ends[i], "request " .. i .. " ended " .. tostring(ends[i]) .. " times")
+  end
+end
+
+--- A connected Connection in pipeline mode (unless opts.pipeline says otherwise) on a DSN
+--- with a fresh application_name from prefix; returns it and the application_name.
+function H.pipelined_connection(opts, prefix)
+  local dsn, app = H.app_dsn(prefix or "pipe")
+  opts = opts or {}
+  if opts.pipeline == nil then opts.pipeline = true end
+  return momoko.connect(dsn, opts):await(), app
+end
+
+--- Number of statements prepared in conn's session (asked on conn itself, without
+--- parameters, so that the question is not cached).
+function H.prepared_count(conn)
+  return tonumber(conn:execute("SELECT count(*) FROM pg_prepared_statements"):await():fetchone()[1])
+end
+
 return H
