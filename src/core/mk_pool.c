@@ -37,6 +37,8 @@ struct mk_pconn {
   enum pc_state state;
   int initial; /* one of the connections of connect(): counted for its outcome */
   int replacement; /* opened to replace a dead connection (counted in reconnects) */
+  int grown;       /* opened past size for waiting requests */
+  uint64_t opened_us; /* with an event hook: when its connect began (now_us) */
   uint64_t last_used;
   uint64_t checked;  /* monotonic us when its socket was last known to hold nothing unread */
   struct mk_wait *w; /* the getconn waiter pinging on it (PC_RESERVED) */
@@ -118,6 +120,15 @@ static uint64_t now_us(void) {
   if (clock_gettime(CLOCK_MONOTONIC, &ts) != 0) return 0;
   return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
 }
+
+/* Reports an event to the owner, if it asked for them (hooks.event). Callers are loop
+ * callbacks at a point where the pool is consistent: the hook may re-enter it. */
+static void emit(mk_pool *p, mk_pool_event ev, double ms, const mk_error *err) {
+  if (p->hooks.event) p->hooks.event(p, ev, ms, err, p->ud);
+}
+
+/* Milliseconds since pc's connect began. */
+static double connect_ms(const mk_pconn *pc) { return (double)(now_us() - pc->opened_us) / 1000.0; }
 
 static void free_pool(mk_pool *p);
 
@@ -261,6 +272,12 @@ static void on_acquire_timeout(void *ud) {
   p->counters.timeouts++;
   snprintf(msg, sizeof msg, "no connection available within %d ms (acquire_timeout)", p->o.acquire_timeout_ms);
   finish(p, w, MK_ERR_TIMEOUT, msg);
+  if (p->hooks.event) {
+    mk_error e;
+    mk_error_set(&e, MK_ERR_TIMEOUT, msg);
+    emit(p, MK_POOL_EV_ACQUIRE_TIMEOUT, (double)p->o.acquire_timeout_ms, &e);
+    mk_error_clear(&e);
+  }
   leave(p);
 }
 
@@ -368,6 +385,8 @@ static void open_conn(mk_pool *p, int why) {
   pc->pool = p;
   pc->initial = why == OPEN_INITIAL;
   pc->replacement = why == OPEN_REPLACE;
+  pc->grown = why == OPEN_GROW;
+  if (p->hooks.event) pc->opened_us = now_us();
   pc->state = PC_CONNECTING;
   pc->next = p->conns;
   if (p->conns) p->conns->prev = pc;
@@ -456,6 +475,9 @@ static void pc_conn_connected(mk_conn *c, const mk_error *err, void *ud) {
   (void)c;
   enter(p);
   if (err) {
+    mk_error copy;
+    double ms = p->hooks.event ? connect_ms(pc) : -1;
+    mk_error_set(&copy, err->kind, mk_error_message(err)); /* err ends with the connection */
     snprintf(p->last_error, sizeof p->last_error, "%s", mk_error_message(err));
     initial_done(p, take_initial(pc), 1);
     discard(p, pc);
@@ -464,7 +486,11 @@ static void pc_conn_connected(mk_conn *c, const mk_error *err, void *ud) {
     p->down = 1;
     keep_size(p);
     dispatch(p); /* with pipeline, waiters that waited for it may join busy ones */
+    emit(p, MK_POOL_EV_CONNECT, ms, &copy);
+    mk_error_clear(&copy);
   } else {
+    int replacement = pc->replacement, grown = pc->grown;
+    double ms = p->hooks.event ? connect_ms(pc) : -1;
     p->nconnecting--;
     p->nalive++;
     if (pc->replacement) p->counters.reconnects++;
@@ -479,6 +505,9 @@ static void pc_conn_connected(mk_conn *c, const mk_error *err, void *ud) {
       keep_size(p);
       initial_done(p, initial, 0);
     }
+    emit(p, MK_POOL_EV_CONNECT, ms, NULL);
+    if (replacement) emit(p, MK_POOL_EV_RECONNECT, ms, NULL);
+    if (grown) emit(p, MK_POOL_EV_GROW, ms, NULL);
   }
   leave(p);
 }
@@ -524,6 +553,7 @@ static void pc_conn_notice(mk_conn *c, const char *msg, void *ud) {
 static void pc_conn_lost(mk_conn *c, void *ud) {
   mk_pconn *pc = ud;
   mk_pool *p = pc->pool;
+  int was_there = pc->state != PC_GONE;
   (void)c;
   enter(p);
   if (pc->state == PC_FREE || pc->state == PC_RETURNING) {
@@ -531,6 +561,7 @@ static void pc_conn_lost(mk_conn *c, void *ud) {
     keep_size(p);
     check_available(p);
   }
+  if (was_there) emit(p, MK_POOL_EV_LOST, -1, NULL);
   leave(p);
 }
 
@@ -676,19 +707,25 @@ static void pool_req_done(mk_req *r, void *ud) {
   enter(p);
   if (pc) req_unlink(pc, w);
   if (died) {
-    int replay = mk_req_error(r) && may_replay(p, w);
+    int replay = mk_req_error(r) && may_replay(p, w), lost = pc != NULL;
     if (pc) discard(p, pc);
     if (replay) {
+      mk_error why = {MK_ERR_NONE, NULL, NULL};
+      if (p->hooks.event) mk_error_move(&why, mk_req_error(r)); /* reset would free it */
       w->retried = 1;
       p->counters.retries++;
       mk_req_reset(r);
       requeue(p, w);
       keep_size(p);
       dispatch(p);
+      if (lost) emit(p, MK_POOL_EV_LOST, -1, &why);
+      emit(p, MK_POOL_EV_RETRY, -1, &why);
+      mk_error_clear(&why);
       leave(p);
       return;
     }
     keep_size(p);
+    if (lost) emit(p, MK_POOL_EV_LOST, -1, mk_req_error(r));
   } else if (pc->nreq == 0) {
     pc->checked = now_us(); /* the loop has just read its socket for r's end */
     give_back(p, pc);
@@ -942,11 +979,15 @@ static void on_later_timer(void *ud);
 static void on_shrink_timer(void *ud) {
   mk_pool *p = ud;
   uint64_t now;
+  int shrunk = 0;
   enter(p);
   now = mk_loop_now(p->loop);
   while (!p->closed && p->nalive > p->o.size && p->free_tail &&
-         now - p->free_tail->last_used >= (uint64_t)p->o.shrink_delay_ms)
+         now - p->free_tail->last_used >= (uint64_t)p->o.shrink_delay_ms) {
     discard(p, p->free_tail);
+    shrunk++;
+  }
+  while (shrunk-- > 0) emit(p, MK_POOL_EV_SHRINK, -1, NULL);
   /* not armed again (it cannot fail on Linux): shrinking stops, nothing waits for it */
   if (!p->closed) (void)mk_timer_start(p->shrink_timer, (uint64_t)p->o.shrink_period_ms);
   leave(p);

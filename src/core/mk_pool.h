@@ -43,6 +43,17 @@ typedef struct mk_pool_opts {
   int statement_cache_size;         /* mk_conn_set_statement_cache of each connection */
 } mk_pool_opts;
 
+/* What the event hook reports (tracing: API §10). */
+typedef enum mk_pool_event {
+  MK_POOL_EV_CONNECT,         /* a connection finished connecting (err set: it failed); ms */
+  MK_POOL_EV_LOST,            /* a connection died (err: the error of a request on it, if any) */
+  MK_POOL_EV_RECONNECT,       /* a connection replacing a dead one is open; ms */
+  MK_POOL_EV_GROW,            /* a connection opened past `size` for waiting requests is open; ms */
+  MK_POOL_EV_SHRINK,          /* an idle connection past `size` was closed */
+  MK_POOL_EV_ACQUIRE_TIMEOUT, /* a request or getconn waited acquire_timeout; ms */
+  MK_POOL_EV_RETRY            /* a request whose connection died is replayed; err: why */
+} mk_pool_event;
+
 typedef struct mk_pool_hooks {
   /* pool connect() ended: every one of the first `size` connections was tried. err is
    * NULL on success (or with raise_connect_errors off). */
@@ -53,6 +64,10 @@ typedef struct mk_pool_hooks {
   /* A notice of the pool connection pc (reserved, in setup, or running the pool's own
    * requests). pc is valid during the call. */
   void (*notice)(mk_pool *p, mk_pconn *pc, const char *msg, void *ud);
+  /* Optional (NULL: no event is prepared). An event of the pool: ms < 0 when it has none,
+   * err (valid during the call) NULL when it has none. Called from loop callbacks only,
+   * once the pool is consistent again; it may re-enter the pool. */
+  void (*event)(mk_pool *p, mk_pool_event kind, double ms, const mk_error *err, void *ud);
 } mk_pool_hooks;
 
 /* getconn's outcome: pc reserved for the caller, or err (pc NULL). */

@@ -28,6 +28,7 @@ typedef struct lconn {
   mk_pconn *pc;    /* the pool's entry of a lent connection, else NULL */
   lowner *pool;    /* the pool that lent it */
   lmk_closer closer; /* own connections only: closed at shutdown */
+  double connect_t0; /* with a trace function: when connect() was called */
 } lconn;
 
 static lconn *check_conn(lua_State *L, int idx) { return luaL_checkudata(L, idx, LMK_CONN); }
@@ -98,10 +99,43 @@ static int connected_lua(lua_State *L) {
   return 0;
 }
 
+/* Tracing: event_lua(lc, ev) calls the trace function with a "connect" (ev->err: the
+ * connect's error, or NULL) or "lost" event of the connection. */
+typedef struct conn_event {
+  const char *type;
+  double ms;
+  const mk_error *err;
+} conn_event;
+
+static int event_lua(lua_State *L) {
+  lconn *lc = lua_touserdata(L, 1);
+  const conn_event *ev = lua_touserdata(L, 2);
+  lua_settop(L, 0);
+  push_conn(L, lc);
+  if (lua_isnil(L, 1)) return 0;
+  lua_getiuservalue(L, 1, 1);
+  lmk_trace_push_event(L, 2, ev->type, ev->ms);
+  if (ev->err) {
+    lmk_push_mk_error(L, ev->err);
+    lua_setfield(L, -2, "error");
+  }
+  lmk_trace_call(L, 2);
+  return 0;
+}
+
+static void trace_event(lconn *lc, const char *type, double ms, const mk_error *err) {
+  conn_event ev;
+  ev.type = type;
+  ev.ms = ms;
+  ev.err = err;
+  if (lc->o.trace && !lmk_silent(&lc->o)) lmk_enter(lc->o.st, event_lua, lc, &ev);
+}
+
 static void on_connected(mk_conn *c, const mk_error *err, void *ud) {
   lconn *lc = ud;
   (void)c;
   if (!lmk_silent(&lc->o)) lmk_enter(lc->o.st, connected_lua, lc, (void *)err);
+  trace_event(lc, "connect", lc->o.trace ? lmk_trace_clock() - lc->connect_t0 : -1, err);
 }
 
 static int notice_lua(lua_State *L) {
@@ -119,7 +153,12 @@ static void on_notice(mk_conn *c, const char *msg, void *ud) {
   if (!lmk_silent(&lc->o)) lmk_enter(lc->o.st, notice_lua, lc, (void *)msg);
 }
 
-static const mk_conn_hooks hooks = {on_connected, on_notice, NULL};
+static void on_lost(mk_conn *c, void *ud) {
+  (void)c;
+  trace_event(ud, "lost", -1, NULL);
+}
+
+static const mk_conn_hooks hooks = {on_connected, on_notice, on_lost};
 
 /* Requests */
 
@@ -170,7 +209,7 @@ static void conn_close_at_shutdown(lmk_closer *c);
 
 static const char *const known_options[] = {
   "dsn", "setsession", "cursor_factory", "connection_factory", "loop", "on_notice",
-  "pipeline", "statement_cache_size", "command_timeout", NULL};
+  "pipeline", "statement_cache_size", "command_timeout", "trace", NULL};
 
 /* Pushes a new Connection userdata, created closed (finalized until it gets its
  * connection), with the options table at uv. */
@@ -321,6 +360,7 @@ static int conn_connect(lua_State *L) {
   lmk_future_new(L);
   lua_pushvalue(L, -1);
   lc->connect_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  if (lc->o.trace) lc->connect_t0 = lmk_trace_clock();
   lmk_pend(L, &lc->o, 1);
   mk_conn_connect(lc->c, lua_tostring(L, -2), sess, n); /* copies what it keeps */
   return 1;

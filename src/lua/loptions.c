@@ -2,6 +2,7 @@
 #include "loptions.h"
 
 #include <string.h>
+#include <time.h>
 
 #include "lerror.h"
 #include <libpq-fe.h>
@@ -101,6 +102,10 @@ mk_loop *lmk_options_shared(lua_State *L, int opts, int uv, const char *who) {
   lua_setfield(L, uv, "pipeline");
   lua_pushinteger(L, lmk_opt_int(L, opts, "statement_cache_size", 100, 0, 100000, who));
   lua_setfield(L, uv, "statement_cache_size");
+  lua_getfield(L, opts, "trace");
+  if (!lua_isnil(L, -1) && !lua_isfunction(L, -1))
+    lmk_raise(L, MK_ERR_INTERFACE, "%s: trace must be a function", who);
+  lua_setfield(L, uv, "trace");
   lua_newtable(L);
   lua_setfield(L, uv, "decoders");
   lua_newtable(L); /* array types learnt from the server (ltypes.c) */
@@ -177,4 +182,36 @@ void lmk_call_notice(lua_State *L, int uvidx, int objidx, const char *msg) {
   while (n > 0 && msg[n - 1] == '\n') n--;
   lua_pushlstring(L, msg, n);
   lua_call(L, 2, 0);
+}
+
+double lmk_trace_clock(void) {
+  struct timespec ts;
+  if (clock_gettime(CLOCK_MONOTONIC, &ts) != 0) return 0;
+  return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
+void lmk_trace_push_event(lua_State *L, int uv, const char *type, double ms) {
+  uv = lua_absindex(L, uv);
+  lua_createtable(L, 0, 6);
+  lua_pushstring(L, type);
+  lua_setfield(L, -2, "type");
+  if (lua_getfield(L, uv, "host") != LUA_TSTRING) {
+    lua_pop(L, 1);
+    lua_getfield(L, uv, "hostaddr");
+  }
+  lua_setfield(L, -2, "host");
+  if (ms >= 0) {
+    lua_pushnumber(L, ms);
+    lua_setfield(L, -2, "ms");
+  }
+}
+
+void lmk_trace_call(lua_State *L, int uv) {
+  uv = lua_absindex(L, uv);
+  if (lua_getfield(L, uv, "trace") != LUA_TFUNCTION) {
+    lua_pop(L, 2);
+    return;
+  }
+  lua_insert(L, -2);
+  lua_call(L, 1, 0);
 }

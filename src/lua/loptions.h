@@ -13,7 +13,7 @@ void lmk_options_known(lua_State *L, int opts, const char *const *known, const c
  * into the table at uv: dsn (parsed now: a malformed one raises; host, hostaddr, port
  * and dbname are kept for tostring, never the password), setsession, cursor_factory,
  * connection_factory, on_notice, pipeline (boolean), statement_cache_size (0 to 100000,
- * default 100), command_timeout (ms, a non-negative integer; 0, the default, for none;
+ * default 100), trace (a function or nil), command_timeout (ms, a non-negative integer; 0, the default, for none;
  * lreq.c reads it), an empty decoders table and an empty types
  * table (ltypes.c). Returns the loop. */
 mk_loop *lmk_options_shared(lua_State *L, int opts, int uv, const char *who);
@@ -30,5 +30,15 @@ const char **lmk_setsession(lua_State *L, int uv, int *n);
 /* Calls the on_notice function of the options table at uvidx, if any, with the object
  * at objidx and msg without its trailing newline. */
 void lmk_call_notice(lua_State *L, int uvidx, int objidx, const char *msg);
+/* Tracing (API §10): only called when the owner has a trace function (lowner.trace).
+ * Monotonic milliseconds, for the ms of events. Runs no Lua. */
+double lmk_trace_clock(void);
+/* Pushes a new event table {type = type, host = the host (or hostaddr) of the dsn of the
+ * options table at uv, ms = ms unless ms < 0}. */
+void lmk_trace_push_event(lua_State *L, int uv, const char *type, double ms);
+/* Pops the event table on top and calls the trace function of the options table at uv
+ * with it (nothing when there is none). Runs user Lua: raises what it raises; callers
+ * call it under lmk_enter or a pcall whose error goes to lmk_report (on_error). */
+void lmk_trace_call(lua_State *L, int uv);
 
 #endif

@@ -38,6 +38,8 @@ lowner *lmk_owner_new(lua_State *L, size_t size, const char *mt, int uv) {
   o->anchor = LUA_NOREF;
   o->finalized = 1;
   luaL_setmetatable(L, mt);
+  o->trace = lua_getfield(L, uv, "trace") == LUA_TFUNCTION;
+  lua_pop(L, 1);
   lua_pushvalue(L, uv);
   lua_setiuservalue(L, -2, 1);
   lua_rawgetp(L, LUA_REGISTRYINDEX, &owners_key);

@@ -16,6 +16,7 @@ typedef struct lowner {
   int anchor;    /* registry ref of the userdata while pending > 0 */
   int pending;   /* outstanding requests, connects, getconns */
   int finalized; /* __gc ran (or not yet set up): callbacks only free */
+  int trace;     /* its options table has a trace function: events are built (API §10) */
 } lowner;
 
 /* Anchors the owner (its userdata at idx) for one more outstanding operation. */

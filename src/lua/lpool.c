@@ -301,7 +301,45 @@ static void on_notice(mk_pool *p, mk_pconn *pc, const char *msg, void *ud) {
   if (!lmk_silent(&lp->o)) lmk_enter(lp->o.st, notice_lua, lp, &n);
 }
 
-static const mk_pool_hooks hooks = {on_connected, on_setup, on_notice};
+/* Tracing (API §10): an event of the core pool, for the trace function. */
+typedef struct pool_event {
+  mk_pool_event kind;
+  double ms;
+  const mk_error *err;
+} pool_event;
+
+static int event_lua(lua_State *L) {
+  static const char *const names[] = {"connect", "lost", "reconnect", "grow", "shrink",
+                                      "acquire_timeout", "retry"};
+  lpool *lp = lua_touserdata(L, 1);
+  const pool_event *ev = lua_touserdata(L, 2);
+  lua_settop(L, 0);
+  lmk_push_owner(L, &lp->o);
+  if (lua_isnil(L, 1)) return 0;
+  lua_getiuservalue(L, 1, 1);
+  lmk_trace_push_event(L, 2, names[ev->kind], ev->ms);
+  if (ev->err && ev->err->kind != MK_ERR_NONE) {
+    lmk_push_mk_error(L, ev->err);
+    lua_setfield(L, -2, "error");
+  }
+  lmk_trace_call(L, 2);
+  return 0;
+}
+
+/* Errors of the trace function go to on_error (lmk_enter). */
+static void on_event(mk_pool *p, mk_pool_event kind, double ms, const mk_error *err, void *ud) {
+  lpool *lp = ud;
+  pool_event ev;
+  (void)p;
+  ev.kind = kind;
+  ev.ms = ms;
+  ev.err = err;
+  if (!lmk_silent(&lp->o)) lmk_enter(lp->o.st, event_lua, lp, &ev);
+}
+
+/* Without a trace function the core prepares no event. */
+static const mk_pool_hooks hooks = {on_connected, on_setup, on_notice, NULL};
+static const mk_pool_hooks traced_hooks = {on_connected, on_setup, on_notice, on_event};
 
 /* Construction */
 
@@ -311,7 +349,7 @@ static const char *const known_options[] = {
   "dsn", "setsession", "cursor_factory", "connection_factory", "loop", "on_notice",
   "pipeline", "statement_cache_size", "command_timeout", "size", "max_size", "raise_connect_errors",
   "reconnect_interval", "auto_shrink", "shrink_delay", "shrink_period", "acquire_timeout",
-  "max_waiting", "retry", "max_lifetime", "pipeline_depth", NULL};
+  "max_waiting", "retry", "max_lifetime", "pipeline_depth", "trace", NULL};
 
 /* momoko.Pool(opts) */
 static int l_pool(lua_State *L) {
@@ -370,7 +408,7 @@ static int l_pool(lua_State *L) {
   lp->connect_ref = LUA_NOREF;
   lua_pushvalue(L, -1);
   lua_setfield(L, uv, "pool"); /* lent connections reach their pool through it */
-  lp->p = mk_pool_new(loop, &o, &hooks, lp); /* copies conninfo and setsession */
+  lp->p = mk_pool_new(loop, &o, lp->o.trace ? &traced_hooks : &hooks, lp); /* copies conninfo and setsession */
   if (!lp->p) return lmk_raise(L, MK_ERR_INTERFACE, "Pool: out of memory");
   lp->o.finalized = 0;
   st->nhandles++;

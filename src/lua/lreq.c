@@ -36,6 +36,8 @@ struct lreq {
   int looked_up;  /* the unknown types of its results were looked up (or tried) */
   int deferred;   /* its completion waits for that lookup */
   int in_done;    /* req_done is running Lua for it */
+  double t0;      /* with a trace function: when it was built (lmk_trace_clock) */
+  lua_Integer rows; /* with a trace function: its rowcount, summed over statements; -1: none */
 };
 
 /* Frees q, its request and the results no cursor took. Runs no Lua. */
@@ -74,6 +76,15 @@ static void take_results(lua_State *L, lreq *q) {
   if (!q->res) luaL_error(L, "not enough memory");
   q->nres = n;
   for (i = 0; i < n; i++) q->res[i] = mk_req_take_result(q->r, i);
+  if (q->o->trace) { /* the rowcount of the query event, before cursors take the results */
+    for (i = 0; i < n; i++) {
+      const char *t = q->res[i] ? PQcmdTuples(q->res[i]) : NULL;
+      lua_Integer c = -1;
+      if (q->res[i] && PQresultStatus(q->res[i]) == PGRES_TUPLES_OK) c = PQntuples(q->res[i]);
+      else if (t && *t) c = (lua_Integer)strtoll(t, NULL, 10);
+      if (c >= 0) q->rows = (q->rows < 0 ? 0 : q->rows) + c;
+    }
+  }
 }
 
 /* Pushes what result i becomes: a cursor, or the cursor factory's value. The future is
@@ -98,6 +109,47 @@ static void push_result(lua_State *L, lreq *q, int i, int uv) {
     lua_call(L, 1, 1);
   }
   lua_replace(L, factory);
+}
+
+/* Tracing (API §10): trace_lua(q) builds q's query event and calls the owner's trace
+ * function with it, once q's future is settled (its slots still hold the owner and the
+ * SQL). The SQL of a transaction is its statements joined with "; "; rows is the sum
+ * of the statements' rowcounts (nil when none has one); never a parameter value. */
+static int trace_lua(lua_State *L) {
+  lreq *q = lua_touserdata(L, 1);
+  mk_error *err = mk_req_error(q->r);
+  int fut, uv;
+  lua_settop(L, 0);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, q->fref);
+  fut = lua_gettop(L);
+  lua_getiuservalue(L, fut, SLOT_OWNER);
+  lua_getiuservalue(L, -1, 1);
+  uv = lua_gettop(L);
+  lmk_trace_push_event(L, uv, "query", lmk_trace_clock() - q->t0);
+  if (lua_getiuservalue(L, fut, SLOT_SQL) == LUA_TTABLE) {
+    luaL_Buffer b;
+    lua_Integer i, n = (lua_Integer)lua_rawlen(L, -1);
+    int t = lua_gettop(L);
+    luaL_buffinit(L, &b);
+    for (i = 1; i <= n; i++) {
+      if (i > 1) luaL_addstring(&b, "; ");
+      lua_rawgeti(L, t, i);
+      luaL_addvalue(&b);
+    }
+    luaL_pushresult(&b);
+    lua_replace(L, t);
+  }
+  lua_setfield(L, -2, "sql");
+  if (q->rows >= 0) {
+    lua_pushinteger(L, q->rows);
+    lua_setfield(L, -2, "rows");
+  }
+  if (err) {
+    lmk_push_mk_error(L, err);
+    lua_setfield(L, -2, "error");
+  }
+  lmk_trace_call(L, uv);
+  return 0;
 }
 
 /* Type lookups (see ltypes.c). A result with a column whose type the owner does not
@@ -171,6 +223,11 @@ static int lookup_done(lua_State *L) {
   finish(L, q);
   q->deferred = 0;
   if (!q->in_done) { /* else req_done frees it when it returns */
+    if (q->o->trace && !lmk_silent(q->o)) { /* errors of the trace function go to on_error */
+      lua_pushcfunction(L, trace_lua);
+      lua_pushlightuserdata(L, q);
+      if (lua_pcall(L, 1, 0, 0) != LUA_OK) lmk_report(L);
+    }
     req_release(L, q);
     req_free(q);
   }
@@ -335,6 +392,7 @@ static void req_done(mk_req *r, void *ud) {
     lmk_enter(o->st, req_done_lua, q, NULL);
     q->in_done = 0;
     if (q->deferred) return;
+    if (o->trace && !lmk_silent(o)) lmk_enter(o->st, trace_lua, q, NULL); /* errors: on_error */
     req_release(L, q);
   }
   req_free(q);
@@ -408,6 +466,8 @@ static lreq *build(lua_State *L, lowner *o, lmk_req_cancel_fn cancel, int first,
   q->nres = 0;
   q->looked_up = 0;
   q->deferred = 0;
+  q->t0 = o->trace ? lmk_trace_clock() : 0;
+  q->rows = -1;
   q->in_done = 0;
   lmk_future_set_cancel(f, cancel_req, q);
   return q;
