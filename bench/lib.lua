@@ -5,7 +5,8 @@
 -- /proc/self/stat (clock ticks, 10 ms each). Both are taken after connect and warm-up.
 -- The momoko clients take their Connection/Pool options through B.options, which adds
 -- what bench/run sets in the environment: BENCH_PIPELINE=1 (pipeline = true) and
--- BENCH_STATEMENT_CACHE=N (statement_cache_size = N); unset, the library's defaults hold.
+-- BENCH_STATEMENT_CACHE=N (statement_cache_size = N) and BENCH_TRACE=1 (a trace function
+-- that does nothing: what tracing costs); unset, the library's defaults hold.
 local uv = require "luv"
 local M = {}
 
@@ -16,6 +17,7 @@ local ticks = tonumber(os.getenv("BENCH_CLK_TCK") or "") or 100
 -- opts with the environment's pipeline and statement_cache_size added; returns opts.
 function M.options(opts)
   if os.getenv("BENCH_PIPELINE") == "1" then opts.pipeline = true end
+  if os.getenv("BENCH_TRACE") == "1" then opts.trace = function() end end
   local cache = os.getenv("BENCH_STATEMENT_CACHE")
   if cache and cache ~= "" then
     opts.statement_cache_size = assert(math.tointeger(tonumber(cache)), "BENCH_STATEMENT_CACHE: an integer")

@@ -2,6 +2,7 @@
 -- awaited before the next is sent. Ops = queries.
 -- Usage: lua5.4 bench/w1_serial.lua SECONDS   (MOMOKO_DSN or MOMOKO_TEST_DSN)
 -- BENCH_STATEMENT_CACHE=0 runs it without the statement cache (default: the library's 100).
+-- BENCH_TRACE=1 runs it with a trace function that does nothing (bench/run: the overhead).
 local B = require "lib"
 local momoko = require "momoko"
 
