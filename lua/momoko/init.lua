@@ -338,7 +338,7 @@ function pool_methods.listen(self, channel, fn, opts)
   st.interval = st.interval or 500
   st.owner = st.owner or setmetatable({ self }, { __mode = "v" })
   st.channels[channel] = { fn = fn, opts = opts }
-  if st.conn then return st.conn:listen(channel, fn) end
+  if st.conn and not st.conn.closed then return st.conn:listen(channel, fn) end
   local opening = st.opening or open_listener(st, listener_options(self), false)
   return core.spawn(function()
     local conn = opening:await()
@@ -352,7 +352,7 @@ function pool_methods.unlisten(self, channel)
   check_channel("unlisten", channel)
   local st = listen_state(self)
   if st.channels then st.channels[channel] = nil end
-  if st.conn then return st.conn:unlisten(channel) end
+  if st.conn and not st.conn.closed then return st.conn:unlisten(channel) end
   return done()
 end
 

@@ -5,9 +5,11 @@
  * members (mogrify, escape_literal, escape_identifier, pid, transaction_status) read
  * the PGconn of a connected connection. User value 1 is a table of options (dsn,
  * setsession, factories, on_notice, command_timeout, decoders, learnt types); a lent
- * connection shares its pool's table. An own idle connection nobody references is
- * closed by __gc; a lent one is given back to its pool (on the next loop turn: a
- * finalizer must not run the callbacks giving it back may start). */
+ * connection shares its pool's table. User value 2 is the LISTEN state (handlers by
+ * channel, kept by the Lua layer's listen and run by notify_lua). An own idle
+ * connection nobody references is closed by __gc; a lent one is given back to its pool
+ * (on the next loop turn: a finalizer must not run the callbacks giving it back may
+ * start). */
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
