@@ -290,5 +290,12 @@ describe("pool:listen", function()
     pool:close()
     assert.is_true(H.no_backends(app))
     assert.matches("closed", H.interface_error(pool.listen, pool, "c_ch", function() end).message)
+    do
+      local scoped <close> = momoko.Pool{ dsn = dsn, size = 1 }
+      scoped:connect():await()
+      scoped:listen("c_ch", function() end):await()
+      assert.equal(2, H.backends(app))
+    end
+    assert.is_true(H.no_backends(app))
   end)
 end)
