@@ -1,6 +1,7 @@
 -- Stress: a fixed number of random operations on connections and pools (execute,
 -- cancel, timeouts, close mid-flight, dropped references with collectgarbage, pool
--- close with waiters), meant to run under valgrind memcheck. Deterministic (seeded).
+-- close with waiters, listen/notify with handlers that close their connection), meant
+-- to run under valgrind memcheck. Deterministic (seeded).
 -- Asserts every request ends exactly once and typed; prints its counts.
 -- Usage: lua5.4 scripts/stress.lua [OPERATIONS] (needs MOMOKO_TEST_DSN)
 local momoko = require "momoko"
@@ -95,6 +96,23 @@ local ops = {
       for i, q in ipairs(pools) do if q == p then table.remove(pools, i) break end end
     end
   end,
+  function()                                                       -- listen, notify, unlisten
+    local own = math.random() < 0.5
+    local target = own and a_conn() or a_pool()
+    local ch = "stress " .. math.random(3)
+    local payload, unlisten = tostring(math.random(3)), math.random() < 0.3
+    momoko.spawn(function()
+      pcall(function() -- listen raises on a closed connection
+        if own then watch(target:connect()):await() end
+        watch(target:listen(ch, function(_, p)
+          counts.notified = (counts.notified or 0) + 1
+          if p == "3" and math.random() < 0.3 then target:close() end
+        end)):await()
+        watch(target:notify(ch, payload)):await()
+        if unlisten then watch(target:unlisten(ch)) end
+      end)
+    end)
+  end,
   function()                                                       -- getconn, use, give back
     local p = a_pool()
     if p.closed then return end
@@ -128,8 +146,8 @@ for k, v in pairs(counts) do
   if k:match("Error$") or k == "DatabaseNotAvailable" then kinds[#kinds + 1] = k .. "=" .. v end
 end
 table.sort(kinds)
-print(string.format("stress: %d operations, %d futures, %d ended (%d ok, %d typed errors: %s)",
-  counts.ops, issued, counts.ends, counts.ok, counts.typed, table.concat(kinds, " ")))
+print(string.format("stress: %d operations, %d futures, %d ended (%d ok, %d typed errors: %s), %d notifications",
+  counts.ops, issued, counts.ends, counts.ok, counts.typed, table.concat(kinds, " "), counts.notified or 0))
 if counts.ends ~= issued or counts.ok + counts.typed ~= issued then
   print("stress FAILED: every future must end exactly once, typed")
   os.exit(1)

@@ -204,4 +204,175 @@ function pool_methods.mogrify(self, sql, params)
   end)
 end
 
+-- LISTEN/NOTIFY. A Connection's handlers live in its LISTEN state (private.listen_state,
+-- a user value of the userdata); the core hands each notification to the handler of
+-- its channel in a coroutine of its own. A pool listens on one Connection of its own,
+-- kept in the pool's LISTEN state and reopened after a loss.
+local listen_state = private.listen_state
+
+local function check_channel(who, channel)
+  if type(channel) ~= "string" then
+    error(interface_error(who .. ": channel must be a string, got " .. type(channel)), 3)
+  end
+  if channel:find("\0", 1, true) then
+    error(interface_error(who .. ": channel contains a NUL byte"), 3)
+  end
+end
+
+local function own_state(self, who)
+  local st = listen_state(self)
+  if st == nil then
+    error(interface_error(who .. ": not on a pool's connection (use pool:" .. who .. ")"), 3)
+  end
+  return st
+end
+
+--- conn:listen(channel, fn): a future resolved once LISTEN ran; fn(channel, payload,
+--- pid) runs in a coroutine of its own for every notification on channel.
+function methods.listen(self, channel, fn)
+  check_channel("listen", channel)
+  if type(fn) ~= "function" then
+    error(interface_error("listen: fn must be a function, got " .. type(fn)), 2)
+  end
+  local st = own_state(self, "listen")
+  local sql = "LISTEN " .. self:escape_identifier(channel)
+  st.handlers[channel] = fn
+  return self:execute(sql)
+end
+
+--- conn:unlisten(channel): a future resolved once UNLISTEN ran; no more deliveries.
+function methods.unlisten(self, channel)
+  check_channel("unlisten", channel)
+  local st = own_state(self, "unlisten")
+  local sql = "UNLISTEN " .. self:escape_identifier(channel)
+  st.handlers[channel] = nil
+  return self:execute(sql)
+end
+
+--- conn:notify(channel, payload?) / pool:notify: pg_notify with bound parameters.
+local function notify(self, channel, payload)
+  check_channel("notify", channel)
+  if payload ~= nil and type(payload) ~= "string" then
+    error(interface_error("notify: payload must be a string or nil, got " .. type(payload)), 2)
+  end
+  return self:execute("SELECT pg_notify($1, $2)", { channel, payload or "" })
+end
+methods.notify, pool_methods.notify = notify, notify
+
+-- The pool's listener: st.conn (nil while down), st.channels (channel -> {fn, opts}),
+-- st.interval (reconnect_interval), st.closed. Opening connects, LISTENs every channel
+-- (calling on_reconnect for each after a loss) and, if that fails, tries again after
+-- interval; a listener that dies is reopened the same way.
+local open_listener
+
+-- False once the pool was closed (also through __close) or collected: the listener stays
+-- down then.
+local function wanted(st)
+  local pool = st.owner[1]
+  if st.closed or pool == nil or pool.closed then
+    st.closed = true
+    return false
+  end
+  return true
+end
+
+local function listener_options(pool)
+  local o = private.owner_options(pool)
+  return { dsn = o.dsn, setsession = o.setsession, loop = o.loop, on_notice = o.on_notice }
+end
+
+local function relisten(st, conn, reconnect)
+  for channel, h in pairs(st.channels) do
+    conn:listen(channel, h.fn):await()
+    if reconnect and h.opts.on_reconnect then
+      core.spawn(h.opts.on_reconnect, channel)
+    end
+  end
+end
+
+open_listener = function(st, opts, reconnect)
+  st.opening = core.spawn(function()
+    while wanted(st) do
+      local conn = core.Connection(opts)
+      local ok, err = pcall(function()
+        conn:connect():await()
+        if st.closed then return end
+        listen_state(conn).on_lost = function()
+          st.conn = nil
+          if wanted(st) then open_listener(st, opts, true) end
+        end
+        relisten(st, conn, reconnect)
+      end)
+      if ok and not st.closed and not conn.closed then
+        st.conn = conn
+        st.opening = nil
+        return conn
+      end
+      conn:close()
+      if st.closed then break end
+      if not reconnect then st.opening = nil; error(err, 0) end
+      core.sleep(st.interval):await()
+    end
+    st.opening = nil
+    error(interface_error("listen: pool is closed"), 0)
+  end)
+  return st.opening
+end
+
+--- pool:listen(channel, fn, opts?): as conn:listen on the pool's listening connection.
+function pool_methods.listen(self, channel, fn, opts)
+  check_channel("listen", channel)
+  if type(fn) ~= "function" then
+    error(interface_error("listen: fn must be a function, got " .. type(fn)), 2)
+  end
+  if opts ~= nil and type(opts) ~= "table" then
+    error(interface_error("listen: opts must be a table"), 2)
+  end
+  opts = opts or {}
+  if opts.on_reconnect ~= nil and type(opts.on_reconnect) ~= "function" then
+    error(interface_error("listen: opts.on_reconnect must be a function"), 2)
+  end
+  if self.closed then error(interface_error("listen: pool is closed"), 2) end
+  local st = listen_state(self)
+  st.channels = st.channels or {}
+  st.interval = st.interval or 500
+  st.owner = st.owner or setmetatable({ self }, { __mode = "v" })
+  st.channels[channel] = { fn = fn, opts = opts }
+  if st.conn and not st.conn.closed then return st.conn:listen(channel, fn) end
+  local opening = st.opening or open_listener(st, listener_options(self), false)
+  return core.spawn(function()
+    local conn = opening:await()
+    -- the listener listened to every channel known when it opened, maybe not this one
+    if st.channels[channel] and st.channels[channel].fn == fn then conn:listen(channel, fn):await() end
+  end)
+end
+
+--- pool:unlisten(channel): a future resolved once UNLISTEN ran on the listener.
+function pool_methods.unlisten(self, channel)
+  check_channel("unlisten", channel)
+  local st = listen_state(self)
+  if st.channels then st.channels[channel] = nil end
+  if st.conn and not st.conn.closed then return st.conn:unlisten(channel) end
+  return done()
+end
+
+local pool_close = pool_methods.close
+--- pool:close() also closes the listening connection.
+function pool_methods.close(self)
+  local st = listen_state(self)
+  st.closed = true
+  if st.conn then st.conn:close() end
+  st.conn = nil
+  return pool_close(self)
+end
+
+--- momoko.Pool(opts): the reconnect_interval is kept for the listener.
+function M.Pool(opts)
+  local pool = core.Pool(opts)
+  -- 'local p <close> = momoko.Pool{...}' closes the listener too
+  getmetatable(pool).__close = pool_methods.close
+  listen_state(pool).interval = opts.reconnect_interval or 500
+  return pool
+end
+
 return M

@@ -1025,17 +1025,30 @@ static int tls_pending(mk_conn *c) {
   return ssl && SSL_pending(ssl) > 0;
 }
 
-static void read_input(mk_conn *c) {
+/* Hands the notifications libpq parsed so far to hooks->notify, freeing each after the
+ * call. Returns 0, or -1 when a hook closed c. */
+static int deliver_notes(mk_conn *c) {
   PGnotify *note;
+  while (c->state != MK_CONN_CLOSED && (note = PQnotifies(c->pg)) != NULL) {
+    if (c->hooks.notify) c->hooks.notify(c, note->relname, note->extra, note->be_pid, c->ud);
+    PQfreemem(note);
+  }
+  return c->state == MK_CONN_CLOSED ? -1 : 0;
+}
+
+static void read_input(mk_conn *c) {
   if (!PQconsumeInput(c->pg)) {
     lost(c);
     return;
   }
-  /* LISTEN/NOTIFY is not part of the API: free what arrives. */
-  while ((note = PQnotifies(c->pg)) != NULL) PQfreemem(note);
-  while (can_send(c) && running(c)) {
-    mk_req *r = running(c);
+  for (;;) {
+    mk_req *r;
     PGresult *res;
+    /* libpq parses a notification behind a finished result only on the next call:
+     * hand out those of the result just taken before the next one (a hook may have
+     * closed c or ended requests: look again) */
+    if (deliver_notes(c) < 0) return;
+    if (!can_send(c) || !(r = running(c))) break;
     if (r->copy_out && !drain_copy(c, r)) return;
     if (c->copy_end_pending) return; /* the COPY goes on until its end was sent */
     /* libpq calls the notice hook while parsing here; it may have closed c (and ended
@@ -1069,6 +1082,7 @@ static void read_input(mk_conn *c) {
       take_result(c, r, res);
     }
   }
+  if (c->state != MK_CONN_CLOSED && deliver_notes(c) < 0) return;
   if (can_send(c) && PQstatus(c->pg) == CONNECTION_BAD) lost(c);
 }
 

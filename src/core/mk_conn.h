@@ -38,6 +38,11 @@ typedef struct mk_conn_hooks {
   /* The connection died on its own (killed backend, server restart, network);
    * not called for mk_conn_close. Every request has already completed. */
   void (*lost)(mk_conn *c, void *ud);
+  /* A NOTIFY on a channel this session LISTENs to (channel and payload are the core's,
+   * valid during the call; pid is the notifying backend). Delivered whenever input is
+   * read: while idle and between the results of requests in flight. May close or
+   * release c. NULL: notifications are dropped. */
+  void (*notify)(mk_conn *c, const char *channel, const char *payload, int pid, void *ud);
 } mk_conn_hooks;
 
 /* A new, unconnected connection on loop. The hooks (copied) and ud are for the owner.

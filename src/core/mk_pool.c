@@ -108,7 +108,7 @@ static void pc_conn_notice(mk_conn *c, const char *msg, void *ud);
 static void pc_conn_lost(mk_conn *c, void *ud);
 static void on_lifetime_timer(void *ud);
 
-static const mk_conn_hooks pc_hooks = {pc_conn_connected, pc_conn_notice, pc_conn_lost};
+static const mk_conn_hooks pc_hooks = {pc_conn_connected, pc_conn_notice, pc_conn_lost, NULL};
 
 static void enter(mk_pool *p) { p->depth++; }
 

@@ -5,9 +5,11 @@
  * members (mogrify, escape_literal, escape_identifier, pid, transaction_status) read
  * the PGconn of a connected connection. User value 1 is a table of options (dsn,
  * setsession, factories, on_notice, command_timeout, decoders, learnt types); a lent
- * connection shares its pool's table. An own idle connection nobody references is
- * closed by __gc; a lent one is given back to its pool (on the next loop turn: a
- * finalizer must not run the callbacks giving it back may start). */
+ * connection shares its pool's table. User value 2 is the LISTEN state (handlers by
+ * channel, kept by the Lua layer's listen and run by notify_lua). An own idle
+ * connection nobody references is closed by __gc; a lent one is given back to its pool
+ * (on the next loop turn: a finalizer must not run the callbacks giving it back may
+ * start). */
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,6 +22,12 @@
 #include "lparams.h"
 #include "lreq.h"
 #include "mk_pool.h"
+
+/* A notification on its way to Lua. */
+struct lnote {
+  const char *channel, *payload;
+  int pid;
+};
 
 typedef struct lconn {
   lowner o;        /* first: lowner.c and lreq.c see the connection through it */
@@ -153,12 +161,68 @@ static void on_notice(mk_conn *c, const char *msg, void *ud) {
   if (!lmk_silent(&lc->o)) lmk_enter(lc->o.st, notice_lua, lc, (void *)msg);
 }
 
-static void on_lost(mk_conn *c, void *ud) {
-  (void)c;
-  trace_event(ud, "lost", -1, NULL);
+/* The LISTEN state of the owner userdata at 1 (user value 2), made on first use: a
+ * table of handlers by channel ("handlers") and whatever the Lua layer keeps there. */
+static void push_listen_state(lua_State *L, int idx) {
+  idx = lua_absindex(L, idx);
+  if (lua_getiuservalue(L, idx, 2) == LUA_TTABLE) return;
+  lua_pop(L, 1);
+  lua_createtable(L, 0, 2);
+  lua_newtable(L);
+  lua_setfield(L, -2, "handlers");
+  lua_pushvalue(L, -1);
+  lua_setiuservalue(L, idx, 2);
 }
 
-static const mk_conn_hooks hooks = {on_connected, on_notice, on_lost};
+/* notify_lua(lc, note): runs the handler of note's channel, if any, in a coroutine of
+ * its own (its error, or a failed await in it, goes to on_error). */
+static int notify_lua(lua_State *L) {
+  lconn *lc = lua_touserdata(L, 1);
+  const struct lnote *n = lua_touserdata(L, 2);
+  lua_State *co;
+  push_conn(L, lc);
+  if (lua_isnil(L, -1) || lua_getiuservalue(L, -1, 2) != LUA_TTABLE) return 0;
+  if (lua_getfield(L, -1, "handlers") != LUA_TTABLE) return 0;
+  if (lua_getfield(L, -1, n->channel) != LUA_TFUNCTION) return 0;
+  co = lua_newthread(L);
+  lua_pushvalue(L, -2);
+  lua_pushstring(L, n->channel);
+  lua_pushstring(L, n->payload);
+  lua_pushinteger(L, n->pid);
+  lua_xmove(L, co, 4);
+  lmk_resume(L, co, 3);
+  return 0;
+}
+
+static void on_notify(mk_conn *c, const char *channel, const char *payload, int pid, void *ud) {
+  lconn *lc = ud;
+  struct lnote n;
+  (void)c;
+  n.channel = channel;
+  n.payload = payload;
+  n.pid = pid;
+  if (!lmk_silent(&lc->o)) lmk_enter(lc->o.st, notify_lua, lc, &n);
+}
+
+/* lost_lua(lc): calls the LISTEN state's on_lost(conn), if set (a pool's listener). */
+static int lost_lua(lua_State *L) {
+  lconn *lc = lua_touserdata(L, 1);
+  push_conn(L, lc);
+  if (lua_isnil(L, -1) || lua_getiuservalue(L, -1, 2) != LUA_TTABLE) return 0;
+  if (lua_getfield(L, -1, "on_lost") != LUA_TFUNCTION) return 0;
+  lua_pushvalue(L, -3);
+  lua_call(L, 1, 0);
+  return 0;
+}
+
+static void on_lost(mk_conn *c, void *ud) {
+  lconn *lc = ud;
+  (void)c;
+  if (!lmk_silent(&lc->o)) lmk_enter(lc->o.st, lost_lua, lc, NULL);
+  trace_event(lc, "lost", -1, NULL);
+}
+
+static const mk_conn_hooks hooks = {on_connected, on_notice, on_lost, on_notify};
 
 /* Requests */
 
@@ -477,7 +541,25 @@ static int conn_index(lua_State *L) {
   return lmk_owner_method(L);
 }
 
+/* listen_state(obj) (private): the LISTEN state table of an own Connection or a Pool
+ * (made on first use), nil for a lent Connection (its pool's hooks get its input). */
+static int l_listen_state(lua_State *L) {
+  lconn *lc = luaL_testudata(L, 1, LMK_CONN);
+  luaL_checktype(L, 1, LUA_TUSERDATA);
+  if (lc && lc->pool) return 0;
+  push_listen_state(L, 1);
+  return 1;
+}
+
+/* owner_options(obj) (private): the options table of a Connection or a Pool. */
+static int l_owner_options(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TUSERDATA);
+  lua_getiuservalue(L, 1, 1);
+  return 1;
+}
+
 void lmk_open_conn(lua_State *L) {
+  static const luaL_Reg private_fns[] = {{"listen_state", l_listen_state}, {"owner_options", l_owner_options}, {NULL, NULL}};
   static const luaL_Reg methods[] = {
     {"connect", conn_connect},   {"mogrify", conn_mogrify},         {"close", conn_close},
     {"execute", conn_execute},   {"callproc", conn_callproc},       {"transaction", conn_transaction},
@@ -488,6 +570,7 @@ void lmk_open_conn(lua_State *L) {
     {"__index", conn_index}, {"__gc", conn_gc}, {"__close", conn_tbc_close},
     {"__tostring", conn_tostring}, {NULL, NULL}};
   lmk_open_owner_class(L, LMK_CONN, meta, methods, "Connection_methods");
+  lmk_add_private(L, private_fns);
   lua_pushcfunction(L, l_connection);
   lua_setfield(L, -2, "Connection");
 }

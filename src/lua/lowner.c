@@ -32,7 +32,7 @@ void lmk_push_owner(lua_State *L, lowner *o) {
 lowner *lmk_owner_new(lua_State *L, size_t size, const char *mt, int uv) {
   lowner *o;
   uv = lua_absindex(L, uv);
-  o = lua_newuserdatauv(L, size, 1);
+  o = lua_newuserdatauv(L, size, 2);
   memset(o, 0, size);
   o->st = lmk_state_of(L);
   o->anchor = LUA_NOREF;

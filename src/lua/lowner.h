@@ -2,7 +2,8 @@
  * outstanding: a Connection or a Pool userdata starts with an lowner. While anything
  * of it is outstanding, the userdata is anchored, so a callback always finds its
  * object: by lmk_pend (connects, getconns), or, for a request, by the request's future,
- * which its resolver references (lreq.c). User value 1 is the object's options table.
+ * which its resolver references (lreq.c). User value 1 is the object's options table;
+ * user value 2 its LISTEN state (a table made on first use, see lconn.c), or nil.
  * Internal. */
 #ifndef LOWNER_H
 #define LOWNER_H

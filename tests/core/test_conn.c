@@ -77,7 +77,7 @@ static PGresult *query_one(mk_loop *loop, mk_conn *c, state *s) {
 }
 
 static void test_notice_sink(const char *dsn) {
-  static const mk_conn_hooks hooks = {on_connected, on_notice, NULL};
+  static const mk_conn_hooks hooks = {on_connected, on_notice, NULL, NULL};
   mk_loop *loop = mk_loop_default();
   state s;
   mk_conn *c;
