@@ -12,7 +12,11 @@
 --   a query with "fake:MODE" in its text gets the answer MODES[MODE] below;
 --   any other query gets one row of one text column "n": the number of queries this
 --   connection has received so far, this one included ("1" for the first).
--- A cancel request is read and its connection closed, with no effect.
+-- A cancel request is read and its connection closed, with no effect, except on a query
+-- with "fake:hang" in its text: that one gets no answer until a second cancel request
+-- for its connection arrives (PostgreSQL ignores a cancel request that reaches a
+-- backend between two commands; this makes that happen every time), then fails with
+-- 57014 as a cancelled statement does.
 local M = {}
 
 local pack = string.pack
@@ -54,13 +58,19 @@ M.MODES = {
   sync_loss = "C" .. pack(">i4", 2),
 }
 
+local CANCELED = msg("E", "SERROR\0VERROR\0C57014\0Mcanceling statement due to user request\0\0")
+
 local function serve(seconds)
   local uv = require "luv"
   local server = uv.new_tcp()
+  local hanging = {} -- backend pid -> {cancels =, finish = fn}, queries waiting for cancels
+  local next_pid = 1000
   assert(server:bind("127.0.0.1", 0))
 
   local function on_client(client)
     local buf, started, queries = "", false, 0
+    next_pid = next_pid + 1
+    local pid = next_pid
     local extended_sql -- the text of the last Parse, answered at the Sync
 
     local function send(s)
@@ -71,6 +81,10 @@ local function serve(seconds)
       queries = queries + 1
       local mode = sql:match("fake:([%w_]+)")
       local out = extended and (msg("1", "") .. msg("2", "")) or ""
+      if mode == "hang" then
+        hanging[pid] = {cancels = 0, finish = function() send(out .. CANCELED .. msg("Z", "I")) end}
+        return
+      end
       if mode and M.MODES[mode] then
         out = out .. M.MODES[mode]
       else
@@ -81,10 +95,19 @@ local function serve(seconds)
 
     local function startup(len)
       local code = string.unpack(">i4", buf, 5)
+      local target = code == 80877102 and len >= 16 and string.unpack(">i4", buf, 9) -- its backend pid
       buf = buf:sub(len + 1)
       if code == 80877103 or code == 80877104 then -- SSLRequest, GSSENCRequest: no
         send("N")
-      elseif code == 80877102 then -- CancelRequest: nothing to cancel here
+      elseif code == 80877102 then -- CancelRequest: only a "fake:hang" query heeds one, the second
+        local h = target and hanging[target]
+        if h then
+          h.cancels = h.cancels + 1
+          if h.cancels >= 2 then
+            hanging[target] = nil
+            h.finish()
+          end
+        end
         client:close()
       else
         started = true
@@ -94,7 +117,7 @@ local function serve(seconds)
             {"integer_datetimes", "on"}, {"DateStyle", "ISO, MDY"}}) do
           out = out .. msg("S", kv[1] .. "\0" .. kv[2] .. "\0")
         end
-        send(out .. msg("K", pack(">i4i4", uv.os_getpid(), 4242)) .. msg("Z", "I"))
+        send(out .. msg("K", pack(">i4i4", pid, 4242)) .. msg("Z", "I"))
       end
     end
 

@@ -27,6 +27,13 @@
  * connect_timeout. */
 #define CANCEL_DEADLINE_MS 10000
 
+/* PostgreSQL ignores a cancel request that reaches a backend between two commands (in
+ * a pipeline: just as it goes from one request to the next). A request still running
+ * after its cancel request was delivered gets another after RECANCEL_FIRST_MS, then
+ * after twice as long each time, up to RECANCEL_MAX_MS. */
+#define RECANCEL_FIRST_MS 50
+#define RECANCEL_MAX_MS 2000
+
 /* In pipeline mode DEALLOCATEs wait for an empty pipeline (only then does libpq tell the
  * transaction status). Once this many wait, nothing new is sent until the pipeline
  * drained and they went out: the server keeps at most the cache size and this many
@@ -53,6 +60,11 @@ struct mk_conn {
   int depth;        /* nesting of enter() */
   struct pending_cancel *cancels; /* cancel requests still on their way to the server */
   mk_timer *cancel_timer; /* the deadline of the oldest of them */
+  mk_timer *recancel_timer; /* sends a cancel again that the server ignored */
+  mk_req *recancel_for;     /* the running request it is for ... */
+  unsigned recancel_ends;   /* ... while no request ended since (c->ends) */
+  int recancel_ms;          /* the next wait: doubles up to RECANCEL_MAX_MS */
+  unsigned ends;            /* requests taken off c so far */
   int cancel_deadline_ms;
   int copy_end_pending; /* PQputCopyEnd would block: retried when writable */
   int broken;       /* the socket reported an error: read what is left, send nothing */
@@ -114,6 +126,7 @@ static void leave(mk_conn *c) {
   if (c->released) {
     drop_cancels(c, 1);
     mk_timer_close(c->cancel_timer);
+    mk_timer_close(c->recancel_timer);
     mk_dns_free(c->dns);
     mk_stmtcache_free(c->cache);
     free(c->deallocs);
@@ -211,6 +224,7 @@ static int unlink_req(mk_conn *c, mk_req *r) {
   if (c->tail == r) c->tail = prev;
   if (c->unsent == r) c->unsent = r->next;
   c->nreqs--;
+  c->ends++;
   if (r->sent) {
     c->nsent--;
     c->copy_end_pending = 0;
@@ -489,12 +503,41 @@ static int cancels_pending(mk_conn *c) {
 }
 
 /* A cancel request ended (mk_cancel's wake-up, on the loop thread). */
+static void on_recancel(void *ud) {
+  mk_conn *c = ud;
+  mk_req *r;
+  enter(c);
+  r = running(c);
+  if (c->state != MK_CONN_CLOSED && r && r == c->recancel_for && c->ends == c->recancel_ends &&
+      r->cancel_wanted && !cancels_pending(c) && send_cancel(c) < 0)
+    lost_with(c, "the cancel request could not be sent again; connection closed");
+  leave(c);
+}
+
+/* A cancel request was delivered: if its request still runs, it may have been ignored
+ * (see RECANCEL_FIRST_MS); another goes after a while unless the request ends first. */
+static void arm_recancel(mk_conn *c) {
+  mk_req *r = running(c);
+  if (c->state == MK_CONN_CLOSED || !r || !r->cancel_wanted || !r->cancel_sent || cancels_pending(c)) return;
+  if (!c->recancel_timer) {
+    c->recancel_timer = mk_timer_new(c->loop, on_recancel, c);
+    if (!c->recancel_timer) return; /* no memory: the request's own deadline still holds */
+    mk_timer_keepalive(c->recancel_timer, 0);
+  }
+  if (r != c->recancel_for || c->ends != c->recancel_ends) c->recancel_ms = RECANCEL_FIRST_MS;
+  c->recancel_for = r;
+  c->recancel_ends = c->ends;
+  if (mk_timer_start(c->recancel_timer, (uint64_t)c->recancel_ms) == 0 && c->recancel_ms < RECANCEL_MAX_MS)
+    c->recancel_ms *= 2;
+}
+
 static void on_cancel_end(void *ud) {
   mk_conn *c = ud;
   enter(c);
   drop_cancels(c, 0);
   if (c->state != MK_CONN_CLOSED && arm_cancel_deadline(c) < 0)
     lost_with(c, "cannot start the timer of a cancel request; connection closed");
+  arm_recancel(c);
   advance(c);
   leave(c);
 }
@@ -560,6 +603,7 @@ static void shut(mk_conn *c, mk_kind kind, const char *inflight_msg, const char 
   /* nothing is sent any more: the cancels' threads go on alone, unheard */
   drop_cancels(c, 1);
   mk_timer_stop(c->cancel_timer);
+  mk_timer_stop(c->recancel_timer);
   c->copy_end_pending = 0;
   mk_req_free(c->setsession);
   c->setsession = NULL;
