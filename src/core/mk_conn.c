@@ -15,6 +15,7 @@
 #include "mk_dns.h"
 #include "mk_sql.h"
 #include "mk_stmtcache.h"
+#include "mk_text.h"
 
 #include <libpq-events.h>
 #include <limits.h>
@@ -502,7 +503,6 @@ static int cancels_pending(mk_conn *c) {
   return c->cancels != NULL;
 }
 
-/* A cancel request ended (mk_cancel's wake-up, on the loop thread). */
 static void on_recancel(void *ud) {
   mk_conn *c = ud;
   mk_req *r;
@@ -531,6 +531,7 @@ static void arm_recancel(mk_conn *c) {
     c->recancel_ms *= 2;
 }
 
+/* A cancel request ended (mk_cancel's wake-up, on the loop thread). */
 static void on_cancel_end(void *ud) {
   mk_conn *c = ud;
   enter(c);
@@ -738,18 +739,11 @@ static void use_cache(mk_conn *c, mk_stmt *st) {
   st->prepare = u.prepare;
 }
 
-/* The server-side name of cached statement id: "mk_<id>". */
+/* The server-side name of cached statement id, "mk_<id>", in out (MK_TEXT_NUMLEN + 3
+ * bytes). */
 static void stmt_name(char *out, unsigned id) {
-  char tmp[12];
-  int n = 0;
   memcpy(out, "mk_", 3);
-  out += 3;
-  do {
-    tmp[n++] = (char)('0' + id % 10);
-    id /= 10;
-  } while (id);
-  while (n) *out++ = tmp[--n];
-  *out = '\0';
+  mk_text_int(out + 3, (long long)id);
 }
 
 /* Hands one command of r's current step to libpq: the PREPARE of its statement when
@@ -757,7 +751,7 @@ static void stmt_name(char *out, unsigned id) {
  * 1 sent, 0 refused. */
 static int send_command(mk_conn *c, mk_req *r, int prep) {
   const mk_stmt *st = step_stmt(r);
-  char name[24];
+  char name[MK_TEXT_NUMLEN + 3];
   /* libpq's pipeline mode refuses PQsendQuery: one statement goes as an unnamed one */
   if (!st || st->nparams < 0)
     return c->in_pipeline ? PQsendQueryParams(c->pg, step_sql(r), 0, NULL, NULL, NULL, NULL, 0)

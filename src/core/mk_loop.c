@@ -251,3 +251,5 @@ void mk_resolve_cancel(mk_resolve *r) {
   r->cancelled = 1;
   (void)uv_cancel((uv_req_t *)&r->req); /* fails once the lookup runs: it then ends alone */
 }
+
+uint64_t mk_clock_us(void) { return uv_hrtime() / 1000u; }

@@ -74,6 +74,9 @@ int mk_loop_run(mk_loop *loop, int once);
 
 /* The current loop time in milliseconds (libuv's cached clock). */
 uint64_t mk_loop_now(mk_loop *loop);
+/* Monotonic microseconds, read now (libuv's high-resolution clock), for durations that
+ * must not stand still while a callback blocks, as the loop's cached clock does. */
+uint64_t mk_clock_us(void);
 
 /* Text of a libuv error code. */
 const char *mk_loop_strerror(int err);

@@ -19,7 +19,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 enum pc_state {
   PC_CONNECTING,
@@ -38,7 +37,7 @@ struct mk_pconn {
   int initial; /* one of the connections of connect(): counted for its outcome */
   int replacement; /* opened to replace a dead connection (counted in reconnects) */
   int grown;       /* opened past size for waiting requests */
-  uint64_t opened_us; /* with an event hook: when its connect began (now_us) */
+  uint64_t opened_us; /* with an event hook: when its connect began (mk_clock_us) */
   uint64_t last_used;
   uint64_t checked;  /* monotonic us when its socket was last known to hold nothing unread */
   struct mk_wait *w; /* the getconn waiter pinging on it (PC_RESERVED) */
@@ -112,15 +111,6 @@ static const mk_conn_hooks pc_hooks = {pc_conn_connected, pc_conn_notice, pc_con
 
 static void enter(mk_pool *p) { p->depth++; }
 
-/* Monotonic microseconds (0 if the clock cannot be read): how long ago the pool last
- * knew a socket to be clean is measured on it, not on the loop's clock, which stands
- * still while a callback blocks. */
-static uint64_t now_us(void) {
-  struct timespec ts;
-  if (clock_gettime(CLOCK_MONOTONIC, &ts) != 0) return 0;
-  return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
-}
-
 /* Reports an event to the owner, if it asked for them (hooks.event). Callers are loop
  * callbacks at a point where the pool is consistent: the hook may re-enter it. */
 static void emit(mk_pool *p, mk_pool_event ev, double ms, const mk_error *err) {
@@ -128,7 +118,7 @@ static void emit(mk_pool *p, mk_pool_event ev, double ms, const mk_error *err) {
 }
 
 /* Milliseconds since pc's connect began. */
-static double connect_ms(const mk_pconn *pc) { return (double)(now_us() - pc->opened_us) / 1000.0; }
+static double connect_ms(const mk_pconn *pc) { return (double)(mk_clock_us() - pc->opened_us) / 1000.0; }
 
 static void free_pool(mk_pool *p);
 
@@ -386,7 +376,7 @@ static void open_conn(mk_pool *p, int why) {
   pc->initial = why == OPEN_INITIAL;
   pc->replacement = why == OPEN_REPLACE;
   pc->grown = why == OPEN_GROW;
-  if (p->hooks.event) pc->opened_us = now_us();
+  if (p->hooks.event) pc->opened_us = mk_clock_us();
   pc->state = PC_CONNECTING;
   pc->next = p->conns;
   if (p->conns) p->conns->prev = pc;
@@ -500,7 +490,7 @@ static void pc_conn_connected(mk_conn *c, const mk_error *err, void *ud) {
       p->hooks.setup(p, pc, p->ud);
     } else {
       int initial = take_initial(pc);
-      pc->checked = now_us(); /* the handshake just read its socket */
+      pc->checked = mk_clock_us(); /* the handshake just read its socket */
       became_free(p, pc); /* may run callbacks: pc is not looked at again */
       keep_size(p);
       initial_done(p, initial, 0);
@@ -727,7 +717,7 @@ static void pool_req_done(mk_req *r, void *ud) {
     keep_size(p);
     if (lost) emit(p, MK_POOL_EV_LOST, -1, mk_req_error(r));
   } else if (pc->nreq == 0) {
-    pc->checked = now_us(); /* the loop has just read its socket for r's end */
+    pc->checked = mk_clock_us(); /* the loop has just read its socket for r's end */
     give_back(p, pc);
   } else {
     dispatch(p); /* pc has room for one more (pipeline) */
@@ -815,7 +805,7 @@ static int free_conn_dead(mk_pconn *pc) {
   uint64_t now;
   int i;
   if (!pg || mk_conn_state_of(pc->c) != MK_CONN_READY || PQstatus(pg) == CONNECTION_BAD) return 1;
-  now = now_us();
+  now = mk_clock_us();
   if (now && pc->checked && now - pc->checked < PROBE_AFTER_US) return 0;
   pfd.fd = PQsocket(pg);
   pfd.events = POLLIN;
@@ -931,7 +921,7 @@ static void rollback_done(mk_req *r, void *ud) {
   mk_req_free(r);
   pc->rollback = NULL;
   if (ok) {
-    pc->checked = now_us(); /* the loop has just read the end of the ROLLBACK */
+    pc->checked = mk_clock_us(); /* the loop has just read the end of the ROLLBACK */
     became_free(p, pc);
   } else {
     discard(p, pc);

@@ -2,7 +2,6 @@
 #include "loptions.h"
 
 #include <string.h>
-#include <time.h>
 
 #include "lerror.h"
 #include <libpq-fe.h>
@@ -184,11 +183,7 @@ void lmk_call_notice(lua_State *L, int uvidx, int objidx, const char *msg) {
   lua_call(L, 2, 0);
 }
 
-double lmk_trace_clock(void) {
-  struct timespec ts;
-  if (clock_gettime(CLOCK_MONOTONIC, &ts) != 0) return 0;
-  return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
-}
+double lmk_trace_clock(void) { return (double)mk_clock_us() / 1e3; }
 
 void lmk_trace_push_event(lua_State *L, int uv, const char *type, double ms) {
   uv = lua_absindex(L, uv);
