@@ -808,16 +808,17 @@ describe("on_notice", function()
 end)
 
 describe("COPY", function()
-  it("fails with NotSupportedError and leaves the connection usable", function()
+  it("through execute fails with NotSupportedError naming copy_to/copy_from and leaves the connection usable", function()
     local conn = momoko.connect(H.dsn):await()
     conn:execute("CREATE TEMP TABLE cp (x int)"):await()
-    for _, sql in ipairs({
-      "COPY (SELECT 1) TO STDOUT",
-      "COPY (SELECT g FROM generate_series(1, 100000) g) TO STDOUT",
-      "COPY cp FROM STDIN",
+    for sql, method in pairs({
+      ["COPY (SELECT 1) TO STDOUT"] = "copy_to",
+      ["COPY (SELECT g FROM generate_series(1, 100000) g) TO STDOUT"] = "copy_to",
+      ["COPY cp FROM STDIN"] = "copy_from",
     }) do
       local err = failure(conn:execute(sql))
       assert.equal("NotSupportedError", err.kind)
+      assert.matches(method .. "(sql,", err.message, 1, true)
       assert.equal(1, conn:execute("SELECT 1"):await():fetchone()[1])
     end
     local err = failure(conn:transaction({"INSERT INTO cp VALUES (1)", "COPY cp FROM STDIN"}))

@@ -36,6 +36,14 @@ local M = {
 local Future = core.Future
 local methods = private.Connection_methods
 local pool_methods = private.Pool_methods
+local stream_methods = private.Stream_methods
+
+--- s:rows(): an iterator over the rest of the stream, for a coroutine (each step awaits).
+function stream_methods.rows(self)
+  return function()
+    return self:next():await()
+  end
+end
 
 local function is_future(v)
   return getmetatable(v) == Future

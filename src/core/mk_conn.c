@@ -67,7 +67,11 @@ struct mk_conn {
   int recancel_ms;          /* the next wait: doubles up to RECANCEL_MAX_MS */
   unsigned ends;            /* requests taken off c so far */
   int cancel_deadline_ms;
-  int copy_end_pending; /* PQputCopyEnd would block: retried when writable */
+  int copy_end_pending; /* PQputCopyEnd would block: retried when writable (1: with copy_end_msg) */
+  char copy_end_msg[256]; /* the error message that ends a COPY FROM STDIN */
+  mk_req *copy_in;  /* the COPY FROM STDIN request whose data is being sent */
+  int paused;       /* a stream's consumer is behind: the socket is not read */
+  mk_timer *resume_timer; /* reads what libpq holds already, after mk_conn_resume */
   int broken;       /* the socket reported an error: read what is left, send nothing */
   int released;
   mk_conn_hooks hooks;
@@ -127,6 +131,7 @@ static void leave(mk_conn *c) {
   if (c->released) {
     drop_cancels(c, 1);
     mk_timer_close(c->cancel_timer);
+    mk_timer_close(c->resume_timer);
     mk_timer_close(c->recancel_timer);
     mk_dns_free(c->dns);
     mk_stmtcache_free(c->cache);
@@ -229,6 +234,8 @@ static int unlink_req(mk_conn *c, mk_req *r) {
   if (r->sent) {
     c->nsent--;
     c->copy_end_pending = 0;
+    c->copy_in = NULL;
+    c->paused = 0;
     if (r->pipelined && (r->flags & MK_REQ_TXN)) c->barrier = 0;
   }
   r->next = NULL;
@@ -605,7 +612,10 @@ static void shut(mk_conn *c, mk_kind kind, const char *inflight_msg, const char 
   drop_cancels(c, 1);
   mk_timer_stop(c->cancel_timer);
   mk_timer_stop(c->recancel_timer);
+  mk_timer_stop(c->resume_timer);
   c->copy_end_pending = 0;
+  c->copy_in = NULL;
+  c->paused = 0;
   mk_req_free(c->setsession);
   c->setsession = NULL;
   list = c->head;
@@ -685,20 +695,31 @@ static int rewatch(mk_conn *c, int events) {
   return 0;
 }
 
+/* What the socket is watched for: writable while libpq holds unsent output (or a COPY
+ * waits to go on), readable unless a stream's consumer is behind. */
+static int watch_events(const mk_conn *c, int unsent_output) {
+  int ev = c->paused ? 0 : MK_READ;
+  if (unsent_output || c->copy_end_pending || c->copy_in) ev |= MK_WRITE;
+  return ev;
+}
+
 static void flush(mk_conn *c) {
   int rc = PQflush(c->pg);
   if (rc < 0) {
     lost(c);
     return;
   }
-  if (mk_io_watch(c->io, rc == 1 || c->copy_end_pending ? MK_READ | MK_WRITE : MK_READ) < 0) lost(c);
+  if (mk_io_watch(c->io, watch_events(c, rc == 1)) < 0) lost(c);
 }
 
-/* Ends a COPY the server started (momoko sends no COPY data): CopyFail for COPY FROM
- * STDIN (errmsg), CopyDone for a replication stream (errmsg NULL). PQputCopyEnd returns
- * 0 when libpq's buffer is full: it is tried again once the socket is writable. */
+/* Ends a COPY: CopyDone (errmsg NULL: a COPY FROM STDIN whose data all went, or a
+ * replication stream), or CopyFail with errmsg, which makes the server roll the COPY
+ * back. PQputCopyEnd returns 0 when libpq's buffer is full: it is tried again once the
+ * socket is writable. */
 static void copy_end(mk_conn *c, const char *errmsg) {
-  int rc = PQputCopyEnd(c->pg, errmsg);
+  int rc;
+  if (errmsg && errmsg != c->copy_end_msg) snprintf(c->copy_end_msg, sizeof c->copy_end_msg, "%s", errmsg);
+  rc = PQputCopyEnd(c->pg, errmsg ? c->copy_end_msg : NULL);
   if (rc < 0) {
     lost(c);
     return;
@@ -707,7 +728,9 @@ static void copy_end(mk_conn *c, const char *errmsg) {
   flush(c);
 }
 
-#define COPY_FROM_MSG "COPY FROM STDIN is not supported by momoko"
+/* What execute, stream and the COPY methods answer to a COPY of the other direction. */
+#define COPY_FROM_MSG "COPY FROM STDIN runs through copy_from(sql, source), not this method"
+#define COPY_TO_MSG "COPY TO STDOUT runs through copy_to(sql, sink), not this method"
 
 static int can_send(const mk_conn *c) {
   return c->state == MK_CONN_READY || (c->state == MK_CONN_CONNECTING && c->handshake_done);
@@ -765,6 +788,30 @@ static int send_command(mk_conn *c, mk_req *r, int prep) {
                              st->formats, 0);
 }
 
+static void read_input(mk_conn *c);
+
+/* A stream's consumer caught up (mk_conn_resume): what libpq read already is handed
+ * out, and the socket is read again. */
+static void on_resume(void *ud) {
+  mk_conn *c = ud;
+  enter(c);
+  if (can_send(c) && !c->paused && running(c)) {
+    if (mk_io_watch(c->io, watch_events(c, 0)) < 0)
+      lost(c);
+    else
+      read_input(c);
+  }
+  leave(c);
+}
+
+void mk_conn_resume(mk_req *r) {
+  mk_conn *c = r->conn;
+  if (!c || !c->paused || running(c) != r || c->state == MK_CONN_CLOSED) return;
+  /* the timer exists: it was made when the stream was sent, and starting it fails only
+   * for a closing handle */
+  if (mk_timer_start(c->resume_timer, 0) == 0) c->paused = 0;
+}
+
 /* Outside pipeline mode: sends r's current step (the PREPARE of its statement first,
  * when the cache says this run prepares it). */
 static void send_step(mk_conn *c, mk_req *r) {
@@ -782,6 +829,16 @@ static void send_step(mk_conn *c, mk_req *r) {
       complete(c, r);
     }
     return;
+  }
+  if ((r->flags & MK_REQ_STREAM) && !r->prep_phase) {
+    if (!PQsetSingleRowMode(c->pg)) {
+      lost_with(c, "libpq refused single-row mode for a stream");
+      return;
+    }
+    if (!c->resume_timer && !(c->resume_timer = mk_timer_new(c->loop, on_resume, c))) {
+      lost_with(c, "out of memory");
+      return;
+    }
   }
   if (!r->prep_phase) r->may_have_run = 1; /* a PREPARE alone changes nothing */
   if ((r->flags & MK_REQ_TXN) && r->step == 0) r->txn_started = 1;
@@ -830,10 +887,10 @@ static int send_group(mk_conn *c, mk_req *r) {
 }
 
 /* 1 if every statement of r can go out in pipeline mode. The setsession transaction
- * (which runs before the connection counts as connected) never does. */
+ * (which runs before the connection counts as connected), streams and COPY never do. */
 static int pipelinable(const mk_req *r) {
   int i;
-  if (r->internal) return 0;
+  if (r->internal || (r->flags & (MK_REQ_STREAM | MK_REQ_COPY_IN | MK_REQ_COPY_OUT))) return 0;
   for (i = 0; i < r->nstmts; i++)
     if (!mk_sql_pipelinable(r->stmts[i].sql, strlen(r->stmts[i].sql))) return 0;
   return 1;
@@ -899,6 +956,63 @@ static void set_error(mk_req *r, mk_kind kind, const char *msg) {
   if (r->err.kind == MK_ERR_NONE) mk_error_set(&r->err, kind, msg);
 }
 
+/* COPY data sent per loop turn at most, so that other connections of the loop get
+ * their turn during a long COPY FROM STDIN. */
+#define COPY_TURN_BYTES (1u << 20)
+
+/* Sends the COPY data of r (c->copy_in) from its source, piece by piece, until the
+ * source ends or fails, the request is cancelled, or libpq holds unsent output: then it
+ * goes on when the socket is writable. libpq never holds more than one piece beyond
+ * what the socket took. */
+static void copy_pump(mk_conn *c, mk_req *r) {
+  size_t turn = 0;
+  for (;;) {
+    const char *data = NULL, *why = NULL;
+    size_t len = 0;
+    int rc = PQflush(c->pg);
+    if (rc < 0) {
+      lost(c);
+      return;
+    }
+    if (rc == 1 || turn >= COPY_TURN_BYTES) {
+      if (mk_io_watch(c->io, watch_events(c, 1)) < 0) lost(c);
+      return;
+    }
+    if (r->cancel_wanted) {
+      why = "canceling statement due to user request";
+    } else {
+      rc = r->io.copy_src(r, &data, &len, r->io.ud);
+      if (c->state == MK_CONN_CLOSED || running(c) != r || c->copy_in != r) return; /* the source closed c */
+      if (rc > 0 && len > 0x7fffffff) {
+        set_error(r, MK_ERR_INTERFACE, "copy_from: a piece of COPY data is larger than libpq takes (2 GB)");
+        rc = -1;
+      }
+      if (rc > 0) {
+        if (len > 0 && PQputCopyData(c->pg, data, (int)len) != 1) {
+          lost(c);
+          return;
+        }
+        turn += len;
+        continue;
+      }
+      if (rc < 0) {
+        set_error(r, MK_ERR_INTERFACE, "copy_from: the source failed");
+        why = mk_error_message(&r->err);
+      }
+    }
+    c->copy_in = NULL;
+    copy_end(c, why);
+    return;
+  }
+}
+
+/* A stream hands the rows it was given since the last call on (io.row(NULL)). */
+static void flush_rows(mk_req *r) {
+  if (!r->rows_unflushed) return;
+  r->rows_unflushed = 0;
+  (void)r->io.row(r, NULL, r->io.ud); /* no row: nothing to stop for */
+}
+
 /* Files one PGresult of r's current step. Only results that carry rows or a command's
  * outcome are kept as results; every other status ends in an error or a notice. */
 static void take_result(mk_conn *c, mk_req *r, PGresult *res) {
@@ -944,6 +1058,11 @@ static void take_result(mk_conn *c, mk_req *r, PGresult *res) {
     return;
   case PGRES_COPY_IN:
     PQclear(res);
+    if ((r->flags & MK_REQ_COPY_IN) && r->err.kind == MK_ERR_NONE) {
+      c->copy_in = r;
+      copy_pump(c, r);
+      return;
+    }
     /* the server answers the CopyFail with 57014; the kind that says why is this one */
     set_error(r, MK_ERR_NOT_SUPPORTED, COPY_FROM_MSG);
     copy_end(c, COPY_FROM_MSG);
@@ -951,7 +1070,7 @@ static void take_result(mk_conn *c, mk_req *r, PGresult *res) {
   case PGRES_COPY_OUT:
     PQclear(res);
     r->copy_out = 1;
-    set_error(r, MK_ERR_NOT_SUPPORTED, "COPY TO STDOUT is not supported by momoko");
+    if (!(r->flags & MK_REQ_COPY_OUT)) set_error(r, MK_ERR_NOT_SUPPORTED, COPY_TO_MSG);
     return;
   case PGRES_COPY_BOTH:
     /* a replication stream: it would never end by itself. CopyDone asks the server to
@@ -961,10 +1080,20 @@ static void take_result(mk_conn *c, mk_req *r, PGresult *res) {
     set_error(r, MK_ERR_NOT_SUPPORTED, "replication streams (COPY BOTH) are not supported by momoko");
     copy_end(c, NULL);
     return;
+  case PGRES_SINGLE_TUPLE: /* only a stream asks for these */
+    if (!(r->flags & MK_REQ_STREAM) || r->err.kind != MK_ERR_NONE) {
+      PQclear(res);
+      return;
+    }
+    r->rows_unflushed = 1;
+    if (r->io.row(r, res, r->io.ud) && c->state != MK_CONN_CLOSED && running(c) == r) {
+      c->paused = 1;
+      flush(c); /* watched for writes only now */
+    }
+    return;
   case PGRES_TUPLES_OK:
   case PGRES_COMMAND_OK:
   case PGRES_EMPTY_QUERY:
-  case PGRES_SINGLE_TUPLE:
     if (r->prep_phase && status == PGRES_COMMAND_OK) {
       mk_stmt *st = step_stmt(r);
       if (st) st->prepare = 2; /* the server has it */
@@ -1043,12 +1172,19 @@ static void group_done(mk_conn *c, mk_req *r) {
   complete(c, r);
 }
 
-/* Reads the rest of a COPY TO STDOUT (or replication stream) nobody asked for. 0 means
- * wait for more input. */
+/* Reads the data of a COPY TO STDOUT: to io.copy_sink for a COPY_OUT request without an
+ * error, else (a COPY nobody asked for, a replication stream, a sink that failed) read
+ * and dropped. 0 means wait for more input. */
 static int drain_copy(mk_conn *c, mk_req *r) {
   char *buf;
   int n;
-  while ((n = PQgetCopyData(c->pg, &buf, 1)) > 0) PQfreemem(buf);
+  while ((n = PQgetCopyData(c->pg, &buf, 1)) > 0) {
+    int sink = (r->flags & MK_REQ_COPY_OUT) && r->err.kind == MK_ERR_NONE;
+    if (sink && r->io.copy_sink(r, buf, (size_t)n, r->io.ud) < 0)
+      set_error(r, MK_ERR_INTERFACE, "copy_to: the sink failed");
+    PQfreemem(buf);
+    if (sink && (!can_send(c) || running(c) != r)) return 0; /* the sink closed c */
+  }
   if (!can_send(c) || running(c) != r) return 0; /* a notice hook closed c */
   if (n == 0) return 0;
   r->copy_out = 0;
@@ -1075,6 +1211,7 @@ static int deliver_notes(mk_conn *c) {
 }
 
 static void read_input(mk_conn *c) {
+  if (c->paused) return; /* a readiness reported before the pause */
   if (!PQconsumeInput(c->pg)) {
     lost(c);
     return;
@@ -1088,11 +1225,19 @@ static void read_input(mk_conn *c) {
     if (deliver_notes(c) < 0) return;
     if (!can_send(c) || !(r = running(c))) break;
     if (r->copy_out && !drain_copy(c, r)) return;
-    if (c->copy_end_pending) return; /* the COPY goes on until its end was sent */
+    if (c->copy_end_pending || c->copy_in) return; /* the COPY goes on until its end was sent */
+    if (c->paused) { /* the stream's consumer is behind: mk_conn_resume reads on */
+      flush_rows(r);
+      return;
+    }
     /* libpq calls the notice hook while parsing here; it may have closed c (and ended
      * r): look again before touching r */
     if (PQisBusy(c->pg)) {
-      if (!can_send(c) || running(c) != r || !tls_pending(c)) return;
+      if (!can_send(c) || running(c) != r) return;
+      if (!tls_pending(c)) {
+        flush_rows(r); /* the input read so far is used up */
+        return;
+      }
       /* bytes already inside OpenSSL: the socket will not say so, read them now */
       if (!PQconsumeInput(c->pg)) {
         lost(c);
@@ -1204,8 +1349,11 @@ static void on_io(void *ud, int events, int status) {
       if (can_send(c)) lost(c);
     } else {
       if (events & MK_WRITE) {
-        if (c->copy_end_pending) {
-          copy_end(c, c->copy_end_pending == 1 ? COPY_FROM_MSG : NULL);
+        if (c->copy_in) {
+          copy_pump(c, c->copy_in);
+          if (!c->copy_in && !c->copy_end_pending) events |= MK_READ; /* as below */
+        } else if (c->copy_end_pending) {
+          copy_end(c, c->copy_end_pending == 1 ? c->copy_end_msg : NULL);
           /* read_input stopped while the end was not sent: what libpq buffered since
            * is read now, the socket may not say so again */
           if (!c->copy_end_pending) events |= MK_READ;

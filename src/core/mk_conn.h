@@ -96,6 +96,11 @@ void mk_conn_set_pipeline(mk_conn *c, int on);
 /* Before mk_conn_connect: how many parametrized statements c keeps prepared (LRU); a
  * statement is prepared the second time its SQL and parameter types are run. 0: none. */
 void mk_conn_set_statement_cache(mk_conn *c, int size);
+/* A stream request (MK_REQ_STREAM) whose io.row asked to stop reading: the socket is
+ * read again, and what libpq holds already is handed out on the next loop turn. Runs no
+ * callback (safe from a finalizer); nothing happens when r is not such a request on a
+ * connection. */
+void mk_conn_resume(mk_req *r);
 /* Requests on c: sent and waiting for their results, plus queued. */
 int mk_conn_load(const mk_conn *c);
 

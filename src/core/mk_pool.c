@@ -14,6 +14,8 @@
  * connection entries are freed only at the outermost leave() (gone flags mark them). */
 #include "mk_pool.h"
 
+#include "mk_sql.h"
+
 #include <poll.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -628,27 +630,6 @@ static void grow(mk_pool *p) {
 
 static void pool_req_done(mk_req *r, void *ud);
 
-/* 1 if the SQL starts (after blanks and comments) with the keyword kw. */
-static int starts_with_keyword(const char *s, const char *kw) {
-  size_t n = strlen(kw), i;
-  for (;;) {
-    while (*s == ' ' || *s == '\t' || *s == '\n' || *s == '\r' || *s == '\f' || *s == '\v') s++;
-    if (s[0] == '-' && s[1] == '-') {
-      while (*s && *s != '\n') s++;
-    } else if (s[0] == '/' && s[1] == '*') {
-      const char *end = strstr(s + 2, "*/");
-      if (!end) return 0;
-      s = end + 2;
-    } else {
-      break;
-    }
-  }
-  for (i = 0; i < n; i++)
-    if (s[i] == '\0' || (s[i] | 0x20) != kw[i]) return 0;
-  return !((s[n] >= 'a' && s[n] <= 'z') || (s[n] >= 'A' && s[n] <= 'Z') || (s[n] >= '0' && s[n] <= '9') ||
-           s[n] == '_' || s[n] == '$' || (unsigned char)s[n] >= 0x80);
-}
-
 /* 1 if r may share a connection with other requests of the pool (pipeline). A
  * transaction() runs alone: nothing is stacked onto it, and it is never stacked onto a
  * busy connection. So does a plain request that opens a transaction (BEGIN or START
@@ -657,9 +638,9 @@ static int starts_with_keyword(const char *s, const char *kw) {
  * mk_req.h has no accessor for it yet.) */
 static int may_share(const mk_req *r) {
   const char *sql;
-  if (r->flags & MK_REQ_TXN) return 0;
+  if (r->flags & MK_REQ_ALONE) return 0;
   sql = mk_req_sql(r, 0);
-  return !sql || !(starts_with_keyword(sql, "begin") || starts_with_keyword(sql, "start"));
+  return !sql || !(mk_sql_starts_with_keyword(sql, "begin") || mk_sql_starts_with_keyword(sql, "start"));
 }
 
 /* Sends w's request on pc (free, or busy with others it may join). Returns 0, or -1 if
@@ -683,6 +664,8 @@ static int may_replay(const mk_pool *p, const mk_wait *w) {
   /* a request that timed out or was cancelled ended as asked, whatever became of its
    * connection: it is never replayed */
   if (e && (e->kind == MK_ERR_TIMEOUT || e->kind == MK_ERR_QUERY_CANCELED)) return 0;
+  /* a stream or COPY that ran may have handed rows out or taken its source's data */
+  if ((r->flags & (MK_REQ_STREAM | MK_REQ_COPY_IN | MK_REQ_COPY_OUT)) && mk_req_may_have_run(r)) return 0;
   return p->o.retry == MK_RETRY_ALWAYS || !mk_req_may_have_run(r);
 }
 
@@ -742,6 +725,12 @@ static void ping_done(mk_req *r, void *ud) {
   mk_pool *p = w->pool;
   mk_pconn *pc = w->pc;
   int ok = pc && mk_req_error(r) == NULL && mk_conn_state_of(pc->c) == MK_CONN_READY;
+  /* the ping found the connection dead: its death is reported here, since the pool had
+   * taken it off its lists before the connection said so */
+  int lost = pc && !ok && mk_conn_state_of(pc->c) == MK_CONN_CLOSED;
+  mk_error why;
+  memset(&why, 0, sizeof why);
+  if (lost && mk_req_error(r)) mk_error_set(&why, mk_req_error(r)->kind, mk_error_message(mk_req_error(r)));
   enter(p);
   mk_req_free(r);
   w->ping_req = NULL;
@@ -757,7 +746,9 @@ static void ping_done(mk_req *r, void *ud) {
       keep_size(p);
       dispatch(p);
     }
+    if (lost) emit(p, MK_POOL_EV_LOST, -1, why.kind != MK_ERR_NONE ? &why : NULL);
   }
+  mk_error_clear(&why);
   leave(p);
 }
 
@@ -901,6 +892,7 @@ static void dispatch(mk_pool *p) {
       if (free_conn_dead(pc)) { /* never handed out: replaced like any lost free one */
         discard(p, pc);
         keep_size(p);
+        emit(p, MK_POOL_EV_LOST, -1, NULL); /* the probe, not the connection, found it dead */
         continue;
       }
       free_unlink(p, pc);

@@ -108,6 +108,7 @@ void mk_req_reset(mk_req *r) {
   r->cache_retried = 0;
   r->stray_retried = 0;
   r->recheck = 0;
+  r->rows_unflushed = 0;
   for (i = 0; i < r->nstmts; i++) {
     r->stmts[i].cache_checked = 0;
     r->stmts[i].cache_id = 0;
@@ -134,6 +135,8 @@ void mk_req_set_done(mk_req *r, mk_req_done_fn done, void *ud) {
   r->done = done;
   r->ud = ud;
 }
+
+void mk_req_set_io(mk_req *r, const mk_req_io *io) { r->io = *io; }
 
 void mk_req_get_done(const mk_req *r, mk_req_done_fn *done, void **ud) {
   *done = r->done;

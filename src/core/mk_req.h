@@ -26,6 +26,32 @@ typedef void (*mk_req_done_fn)(mk_req *r, void *ud);
 /* Request flags. */
 #define MK_REQ_TXN 1u      /* BEGIN; statements; COMMIT */
 #define MK_REQ_ROLLBACK 2u /* with MK_REQ_TXN: ROLLBACK after a failed statement */
+/* One statement whose data goes through the request's io hooks (mk_req_set_io): */
+#define MK_REQ_STREAM 4u    /* its rows one at a time (libpq's single-row mode) */
+#define MK_REQ_COPY_IN 8u   /* COPY FROM STDIN: the data comes from io.copy_src */
+#define MK_REQ_COPY_OUT 16u /* COPY TO STDOUT: the data goes to io.copy_sink */
+/* Requests that hold their connection alone while they run: never pipelined with
+ * others, nothing sent behind them until they ended. */
+#define MK_REQ_ALONE (MK_REQ_TXN | MK_REQ_STREAM | MK_REQ_COPY_IN | MK_REQ_COPY_OUT)
+
+/* The data hooks of a STREAM or COPY request, called by the connection while the
+ * request runs. They may run any code (cancel, close); the connection looks again
+ * after each. To fail the request, a hook sets its error with mk_req_fail. */
+typedef struct mk_req_io {
+  /* STREAM: row is a result of one row, owned by the callee from here; NULL when the
+   * input read so far is used up (rows handed out since may be passed on in one go).
+   * Returns 1 to stop reading the socket until mk_conn_resume, else 0. */
+  int (*row)(mk_req *r, PGresult *row, void *ud);
+  /* COPY_IN: the next piece of COPY data in *data, *len (valid until the next call)
+   * and 1; 0 at the end of the data; -1 when the request's error is set: the COPY is
+   * ended with that message, so the server rolls it back. */
+  int (*copy_src)(mk_req *r, const char **data, size_t *len, void *ud);
+  /* COPY_OUT: one data row of len bytes. Returns 0, or -1 when the request's error
+   * is set: the rest is read and dropped. */
+  int (*copy_sink)(mk_req *r, const char *data, size_t len, void *ud);
+  void *ud;
+} mk_req_io;
+
 
 /* A new request of nstmts statements (1 unless MK_REQ_TXN). timeout_ms 0: none.
  * Returns NULL when memory ran out. */
@@ -62,7 +88,10 @@ mk_error *mk_req_error(mk_req *r);
  * healthy connection, and was not answered with the server ending the session before
  * any result (57P01-57P03, which rolls it back). 0 if it certainly did not. */
 int mk_req_may_have_run(const mk_req *r);
-/* Sets the error of a request that is not queued on a connection (a pool's waiter). */
+/* Sets the data hooks (copied) of a STREAM or COPY request, before it is submitted. */
+void mk_req_set_io(mk_req *r, const mk_req_io *io);
+/* Sets the error of a request that is not queued on a connection (a pool's waiter),
+ * or, from inside one of its io hooks, of the running request. */
 void mk_req_fail(mk_req *r, mk_kind kind, const char *msg);
 /* 1 once a transaction's BEGIN was sent. */
 int mk_req_txn_started(const mk_req *r);
@@ -113,6 +142,8 @@ struct mk_req {
   int cache_retried; /* re-run once after the server dropped a cached statement */
   int stray_retried; /* re-run once after a cancel meant for another request hit it */
   int recheck;       /* failed while later requests of its pipeline ran: decided after them */
+  mk_req_io io;      /* STREAM and COPY: the data hooks */
+  int rows_unflushed; /* STREAM: rows handed to io.row since its last NULL call */
   mk_timer *timer;
   mk_req_done_fn done;
   void *ud;

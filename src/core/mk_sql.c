@@ -484,3 +484,23 @@ int mk_sql_pipelinable(const char *sql, size_t len) {
   }
   return 1;
 }
+
+int mk_sql_starts_with_keyword(const char *s, const char *kw) {
+  size_t n = strlen(kw), i;
+  for (;;) {
+    while (*s == ' ' || *s == '\t' || *s == '\n' || *s == '\r' || *s == '\f' || *s == '\v') s++;
+    if (s[0] == '-' && s[1] == '-') {
+      while (*s && *s != '\n') s++;
+    } else if (s[0] == '/' && s[1] == '*') {
+      const char *end = strstr(s + 2, "*/");
+      if (!end) return 0;
+      s = end + 2;
+    } else {
+      break;
+    }
+  }
+  for (i = 0; i < n; i++)
+    if (s[i] == '\0' || (s[i] | 0x20) != kw[i]) return 0;
+  return !((s[n] >= 'a' && s[n] <= 'z') || (s[n] >= 'A' && s[n] <= 'Z') || (s[n] >= '0' && s[n] <= '9') ||
+           s[n] == '_' || s[n] == '$' || (unsigned char)s[n] >= 0x80);
+}

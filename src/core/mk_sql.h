@@ -62,4 +62,8 @@ int mk_sql_is_routine_name(const char *s, size_t len);
  * allocation. */
 int mk_sql_pipelinable(const char *sql, size_t len);
 
+/* 1 if the NUL-terminated SQL s starts, after blanks and comments, with the keyword kw
+ * (lower case; matched without regard to case, and not as the prefix of a longer word). */
+int mk_sql_starts_with_keyword(const char *s, const char *kw);
+
 #endif

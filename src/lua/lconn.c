@@ -21,6 +21,7 @@
 #include "loptions.h"
 #include "lparams.h"
 #include "lreq.h"
+#include "lstream.h"
 #include "mk_pool.h"
 
 /* A notification on its way to Lua. */
@@ -250,6 +251,28 @@ static int submit(lua_State *L, lconn *lc, lreq *q) {
 static int conn_execute(lua_State *L) {
   lconn *lc = ready_conn(L, "execute");
   return submit(L, lc, lmk_req_execute(L, &lc->o, cancel_on_conn));
+}
+
+static int submit_on_conn(lowner *o, mk_req *r, const char **why) {
+  lconn *lc = (lconn *)o;
+  if (lc->c && mk_conn_submit(lc->c, r) == 0) return 0;
+  *why = "connection is closed";
+  return MK_ERR_INTERFACE;
+}
+
+static int conn_stream(lua_State *L) {
+  lconn *lc = ready_conn(L, "stream");
+  return lmk_stream_open(L, &lc->o, submit_on_conn, cancel_on_conn);
+}
+
+static int conn_copy_from(lua_State *L) {
+  lconn *lc = ready_conn(L, "copy_from");
+  return submit(L, lc, lmk_req_copy_from(L, &lc->o, cancel_on_conn));
+}
+
+static int conn_copy_to(lua_State *L) {
+  lconn *lc = ready_conn(L, "copy_to");
+  return submit(L, lc, lmk_req_copy_to(L, &lc->o, cancel_on_conn));
 }
 
 static int conn_callproc(lua_State *L) {
@@ -562,6 +585,8 @@ void lmk_open_conn(lua_State *L) {
   static const luaL_Reg private_fns[] = {{"listen_state", l_listen_state}, {"owner_options", l_owner_options}, {NULL, NULL}};
   static const luaL_Reg methods[] = {
     {"connect", conn_connect},   {"mogrify", conn_mogrify},         {"close", conn_close},
+    {"stream", conn_stream},
+    {"copy_from", conn_copy_from}, {"copy_to", conn_copy_to},
     {"execute", conn_execute},   {"callproc", conn_callproc},       {"transaction", conn_transaction},
     {"ping", conn_ping},
     {"escape_literal", conn_escape_literal}, {"escape_identifier", conn_escape_identifier},

@@ -392,3 +392,13 @@ void lmk_open_cursor(lua_State *L) {
   luaL_setfuncs(L, meta, 2);
   lua_pop(L, 1);
 }
+
+void lmk_cursor_replace(lua_State *L, int idx, PGresult **resp) {
+  lcursor *cur = luaL_checkudata(L, idx, LMK_CURSOR);
+  PQclear(cur->res);
+  cur->res = *resp;
+  *resp = NULL;
+  cur->nrows = cur->res ? PQntuples(cur->res) : 0;
+  cur->pos = 0;
+  cur->closed = 0;
+}

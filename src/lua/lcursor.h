@@ -17,6 +17,11 @@
  * against decoders that fetch from, scroll or close the same cursor: a cursor closed
  * while a row is being built raises InterfaceError. */
 void lmk_cursor_push(lua_State *L, PGresult **resp, int queryidx, int dict, int owneruv);
+/* The cursor at idx (made by lmk_cursor_push) takes the result *resp in place of its own,
+ * which it clears: *resp is set to NULL. The new result must have the columns of the
+ * first one (the rows of one query in single-row mode do): their decodings are kept.
+ * Its rows are fetched from the start. */
+void lmk_cursor_replace(lua_State *L, int idx, PGresult **resp);
 /* Registers the Cursor metatable. */
 void lmk_open_cursor(lua_State *L);
 

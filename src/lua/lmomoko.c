@@ -10,6 +10,7 @@
 #include "lpool.h"
 #include "lreq.h"
 #include "lsleep.h"
+#include "lstream.h"
 #include "lstate.h"
 #include "ltypes.h"
 #include "momoko.h"
@@ -44,5 +45,6 @@ MOMOKO_API int luaopen_momoko_core(lua_State *L) {
   lmk_open_cursor(L);
   lmk_open_conn(L);
   lmk_open_pool(L);
+  lmk_open_stream(L);
   return 1;
 }

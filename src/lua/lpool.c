@@ -21,6 +21,7 @@
 #include "loptions.h"
 #include "lparams.h"
 #include "lreq.h"
+#include "lstream.h"
 #include "mk_pool.h"
 
 typedef struct lpool {
@@ -137,6 +138,25 @@ static int submit(lua_State *L, lpool *lp, lreq *q) {
 static int pool_execute(lua_State *L) {
   lpool *lp = ready_pool(L, "execute");
   return submit(L, lp, lmk_req_execute(L, &lp->o, cancel_on_pool));
+}
+
+static int submit_on_pool(lowner *o, mk_req *r, const char **why) {
+  return mk_pool_submit(((lpool *)o)->p, r, why);
+}
+
+static int pool_stream(lua_State *L) {
+  lpool *lp = ready_pool(L, "stream");
+  return lmk_stream_open(L, &lp->o, submit_on_pool, cancel_on_pool);
+}
+
+static int pool_copy_from(lua_State *L) {
+  lpool *lp = ready_pool(L, "copy_from");
+  return submit(L, lp, lmk_req_copy_from(L, &lp->o, cancel_on_pool));
+}
+
+static int pool_copy_to(lua_State *L) {
+  lpool *lp = ready_pool(L, "copy_to");
+  return submit(L, lp, lmk_req_copy_to(L, &lp->o, cancel_on_pool));
 }
 
 static int pool_callproc(lua_State *L) {
@@ -647,6 +667,8 @@ static int pool_index(lua_State *L) {
 
 void lmk_open_pool(lua_State *L) {
   static const luaL_Reg methods[] = {
+    {"stream", pool_stream},
+    {"copy_from", pool_copy_from}, {"copy_to", pool_copy_to},
     {"connect", pool_connect},   {"getconn", pool_getconn},     {"putconn", pool_putconn},
     {"close", pool_close},       {"stats", pool_stats},
     {"execute", pool_execute},   {"callproc", pool_callproc},   {"transaction", pool_transaction},

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "lcopy.h"
 #include "lcursor.h"
 #include "lerror.h"
 #include "lfuture.h"
@@ -13,7 +14,7 @@
 #include "mk_sql.h"
 
 /* What a request resolves to. */
-enum { R_CURSOR, R_TXN, R_OWNER };
+enum { R_CURSOR, R_TXN, R_OWNER, R_COPY_FROM, R_COPY_SINK, R_COPY_STRING };
 
 /* What a request keeps in Lua until it completes, in its future's resolver slots: its
  * one registry reference (fref, the future) holds them all. */
@@ -21,7 +22,8 @@ enum {
   SLOT_OWNER = LMK_FUTURE_SLOT, /* the Connection or Pool: anchored while the request is out */
   SLOT_FACTORY,                 /* the request's own cursor_factory, or nil */
   SLOT_SQL,                     /* the SQL (a table of them for a transaction): cursor.query */
-  NSLOTS = SLOT_SQL - LMK_FUTURE_SLOT + 1
+  SLOT_DATA,                    /* copy_from: the source; copy_to: the sink (or nil) */
+  NSLOTS = SLOT_DATA - LMK_FUTURE_SLOT + 1
 };
 
 struct lreq {
@@ -38,6 +40,7 @@ struct lreq {
   int in_done;    /* req_done is running Lua for it */
   double t0;      /* with a trace function: when it was built (lmk_trace_clock) */
   lua_Integer rows; /* with a trace function: its rowcount, summed over statements; -1: none */
+  lcopy *copy;      /* copy_from, copy_to: their data (lcopy.h); else NULL */
 };
 
 /* Frees q, its request and the results no cursor took. Runs no Lua. */
@@ -45,6 +48,8 @@ static void req_free(lreq *q) {
   int i;
   for (i = 0; i < q->nres; i++) PQclear(q->res[i]);
   free(q->res);
+  if (q->copy) mk_buf_free(&q->copy->buf);
+  free(q->copy);
   mk_req_free(q->r);
   free(q);
 }
@@ -334,6 +339,8 @@ static int maybe_lookup(lua_State *L, lreq *q, int owner, int uv) {
   return 1;
 }
 
+static void push_copy_result(lua_State *L, lreq *q);
+
 static int req_finish_lua(lua_State *L) {
   lreq *q = lua_touserdata(L, 1);
   mk_error *err = mk_req_error(q->r);
@@ -347,6 +354,11 @@ static int req_finish_lua(lua_State *L) {
   }
   lua_getiuservalue(L, 1, SLOT_OWNER);
   if (q->kind == R_OWNER) {
+    lmk_future_resolve(L, 1, 1);
+    return 0;
+  }
+  if (q->kind >= R_COPY_FROM) {
+    push_copy_result(L, q);
     lmk_future_resolve(L, 1, 1);
     return 0;
   }
@@ -469,6 +481,7 @@ static lreq *build(lua_State *L, lowner *o, lmk_req_cancel_fn cancel, int first,
   q->t0 = o->trace ? lmk_trace_clock() : 0;
   q->rows = -1;
   q->in_done = 0;
+  q->copy = NULL;
   lmk_future_set_cancel(f, cancel_req, q);
   return q;
 nomem:
@@ -585,6 +598,139 @@ lreq *lmk_req_transaction(lua_State *L, lowner *o, lmk_req_cancel_fn cancel) {
     lua_pop(L, 1);
   }
   return build(L, o, cancel, first, (int)n, flags, R_TXN, opts);
+}
+
+/* COPY (API §8). The request's io hooks run the source or the sink on the main thread
+ * (lmk_enter); what they raise fails the request with InterfaceError, and the core ends
+ * the COPY so that nothing of it is committed. */
+
+typedef struct copy_call {
+  lreq *q;
+  const char **data; /* copy_from: the piece */
+  size_t *len;
+  const char *row;   /* copy_to: the row */
+  size_t rowlen;
+  int rc;
+} copy_call;
+
+/* The source or sink (SLOT_DATA of q's future) is pushed at 2. */
+static void push_copy_fn(lua_State *L, lreq *q) {
+  lua_settop(L, 0);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, q->fref);
+  lua_getiuservalue(L, 1, SLOT_DATA);
+}
+
+static int copy_src_lua(lua_State *L) {
+  lreq *q = lua_touserdata(L, 1);
+  copy_call *a = lua_touserdata(L, 2);
+  push_copy_fn(L, q);
+  a->rc = lmk_copy_next(L, q->copy, 2, a->data, a->len);
+  if (a->rc < 0) mk_req_fail(q->r, MK_ERR_INTERFACE, lua_tostring(L, -1));
+  return 0;
+}
+
+static int copy_sink_lua(lua_State *L) {
+  lreq *q = lua_touserdata(L, 1);
+  copy_call *a = lua_touserdata(L, 2);
+  push_copy_fn(L, q);
+  a->rc = lmk_copy_sink(L, q->copy, 2, a->row, a->rowlen);
+  if (a->rc < 0) mk_req_fail(q->r, MK_ERR_INTERFACE, lua_tostring(L, -1));
+  return 0;
+}
+
+/* Runs fn for a hook of q; -1 (with the request's error set) if it could not run. */
+static int copy_enter(lreq *q, lua_CFunction fn, copy_call *a, const char *who) {
+  a->q = q;
+  a->rc = -1;
+  if (lmk_silent(q->o) || lmk_enter(q->o->st, fn, q, a) != LUA_OK) {
+    if (!mk_req_error(q->r)) mk_req_fail(q->r, MK_ERR_INTERFACE, who);
+    return -1;
+  }
+  return a->rc;
+}
+
+static int copy_src_hook(mk_req *r, const char **data, size_t *len, void *ud) {
+  copy_call a;
+  (void)r;
+  a.data = data;
+  a.len = len;
+  return copy_enter(ud, copy_src_lua, &a, "copy_from: the source could not be run");
+}
+
+static int copy_sink_hook(mk_req *r, const char *data, size_t len, void *ud) {
+  lreq *q = ud;
+  copy_call a;
+  if (q->kind == R_COPY_STRING) {
+    if (lmk_copy_collect(q->copy, data, len) == 0) return 0;
+    mk_req_fail(r, MK_ERR_INTERFACE, "copy_to: not enough memory");
+    return -1;
+  }
+  a.row = data;
+  a.rowlen = len;
+  return copy_enter(q, copy_sink_lua, &a, "copy_to: the sink could not be run");
+}
+
+/* Pushes what a completed COPY resolves to: the row count, or (copy_to without a sink)
+ * the data. */
+static void push_copy_result(lua_State *L, lreq *q) {
+  PGresult *res = mk_req_take_result(q->r, 0);
+  const char *t = res ? PQcmdTuples(res) : NULL;
+  lua_Integer n = (t && *t) ? (lua_Integer)strtoll(t, NULL, 10) : q->copy->rows;
+  PQclear(res);
+  q->rows = n;
+  if (q->kind == R_COPY_STRING)
+    lua_pushlstring(L, q->copy->buf.data ? q->copy->buf.data : "", q->copy->buf.len);
+  else
+    lua_pushinteger(L, n);
+}
+
+/* Checks copy_from's or copy_to's SQL at 2 (who names the method) and pushes what build
+ * takes for it at the top. */
+static void copy_sql(lua_State *L, const char *who, const char *direction) {
+  if (lua_type(L, 2) != LUA_TSTRING) lmk_raise(L, MK_ERR_INTERFACE, "%s: sql must be a string", who);
+  if (!mk_sql_starts_with_keyword(lua_tostring(L, 2), "copy"))
+    lmk_raise(L, MK_ERR_INTERFACE, "%s: sql must be a COPY ... %s statement", who, direction);
+  lua_pushvalue(L, 2);
+  lua_pushnil(L);
+  lmk_params_check(L, lua_gettop(L) - 1, lua_gettop(L));
+}
+
+/* Gives the built request q (future on top) its COPY state and hooks, with the source
+ * or sink at dataidx. */
+static lreq *copy_setup(lua_State *L, lreq *q, int dataidx) {
+  mk_req_io io = {NULL, copy_src_hook, copy_sink_hook, NULL};
+  q->copy = calloc(1, sizeof *q->copy);
+  if (!q->copy) {
+    lmk_req_refuse(L, q, MK_ERR_INTERFACE, "not enough memory", 1);
+    return NULL;
+  }
+  mk_buf_init(&q->copy->buf);
+  io.ud = q;
+  mk_req_set_io(q->r, &io);
+  lua_pushvalue(L, dataidx);
+  lua_setiuservalue(L, -2, SLOT_DATA);
+  return q;
+}
+
+lreq *lmk_req_copy_from(lua_State *L, lowner *o, lmk_req_cancel_fn cancel) {
+  int opts = opt_table(L, 4, "copy_from"), first;
+  lua_settop(L, 4);
+  copy_sql(L, "copy_from", "FROM STDIN");
+  lmk_copy_check_source(L, 3, "copy_from");
+  first = lua_gettop(L);
+  return copy_setup(L, build(L, o, cancel, first, 1, MK_REQ_COPY_IN, R_COPY_FROM, opts), 3);
+}
+
+lreq *lmk_req_copy_to(lua_State *L, lowner *o, lmk_req_cancel_fn cancel) {
+  int opts = opt_table(L, 4, "copy_to"), first, kind = R_COPY_SINK;
+  lua_settop(L, 4);
+  copy_sql(L, "copy_to", "TO STDOUT");
+  if (lua_isnil(L, 3))
+    kind = R_COPY_STRING;
+  else if (!lua_isfunction(L, 3))
+    lmk_raise(L, MK_ERR_INTERFACE, "copy_to: sink must be a function or nil, got %s", luaL_typename(L, 3));
+  first = lua_gettop(L);
+  return copy_setup(L, build(L, o, cancel, first, 1, MK_REQ_COPY_OUT, kind, opts), 3);
 }
 
 lreq *lmk_req_ping(lua_State *L, lowner *o, lmk_req_cancel_fn cancel) {

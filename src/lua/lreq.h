@@ -1,4 +1,4 @@
-/* lreq: the requests of a Connection or a Pool (execute, callproc, transaction, ping):
+/* lreq: the requests of a Connection or a Pool (execute, callproc, transaction, ping, copy_from, copy_to):
  * their arguments, the request record and its future, and its completion. The owner
  * (lconn.c or lpool.c) checks its object, builds the request here, hands the core
  * request to its mk_conn or mk_pool, and says here when that refused it. Completion
@@ -25,6 +25,10 @@ lreq *lmk_req_execute(lua_State *L, lowner *o, lmk_req_cancel_fn cancel);   /* (
 lreq *lmk_req_callproc(lua_State *L, lowner *o, lmk_req_cancel_fn cancel);  /* (name, params?, opts?) */
 lreq *lmk_req_transaction(lua_State *L, lowner *o, lmk_req_cancel_fn cancel); /* (statements, opts?) */
 lreq *lmk_req_ping(lua_State *L, lowner *o, lmk_req_cancel_fn cancel);      /* resolves to the owner */
+/* (sql, source, opts?): COPY ... FROM STDIN, resolving to the number of rows copied */
+lreq *lmk_req_copy_from(lua_State *L, lowner *o, lmk_req_cancel_fn cancel);
+/* (sql, sink?, opts?): COPY ... TO STDOUT, resolving to the row count (sink) or the data */
+lreq *lmk_req_copy_to(lua_State *L, lowner *o, lmk_req_cancel_fn cancel);
 /* The core request of q. */
 mk_req *lmk_req_core(lreq *q);
 /* The core refused q (not submitted): frees it and its request, then raises kind with

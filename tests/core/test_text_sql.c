@@ -1,6 +1,7 @@
 /* test_text_sql.c: standalone TAP tests for the connection-free helpers in mk_buf,
  * mk_text (parsers and the array writer), mk_sql (the pipeline check included) and
- * mk_stmtcache (the statement cache: LRU order, eviction, keys, forget, ids), plus a
+ * mk_stmtcache (the statement cache: LRU order, eviction, keys, forget, ids) and mk_copy
+ * (COPY text values), plus a
  * deterministic random-input pass over every parser.
  * Every input is copied into a buffer of exactly its length (no NUL after it), so a
  * read past the end is caught by AddressSanitizer or valgrind. Prints one TAP line per
@@ -12,6 +13,7 @@
 #include <string.h>
 
 #include "mk_buf.h"
+#include "mk_copy.h"
 #include "mk_sql.h"
 #include "mk_stmtcache.h"
 #include "mk_text.h"
@@ -1189,6 +1191,29 @@ static void fuzz(void) {
   check(ok_q, "fuzz: quote then array parse round-trips random bytes");
 }
 
+static void test_copy(void) {
+  mk_buf b;
+  char *in = alloc_exact(9);
+  memcpy(in, "a\\b\tc\nd\r", 8);
+  in[8] = 'e';
+  mk_buf_init(&b);
+  check(mk_copy_add_value(&b, in, 9) == 0 && b.len == 13 && memcmp(b.data, "a\\\\b\\tc\\nd\\re", 13) == 0,
+        "copy: backslash, tab, newline and CR are escaped, the rest kept");
+  check(mk_copy_add_null(&b) == 0 && b.len == 15 && memcmp(b.data + 13, "\\N", 2) == 0,
+        "copy: NULL is \\N");
+  b.len = 0;
+  check(mk_copy_add_value(&b, in, 0) == 0 && b.len == 0, "copy: an empty value adds nothing");
+  memcpy(in, "plain", 5);
+  check(mk_copy_add_value(&b, in, 5) == 0 && b.len == 5 && memcmp(b.data, "plain", 5) == 0,
+        "copy: a value without special bytes is copied as it is");
+  free(in);
+  mk_buf_free(&b);
+  check(mk_sql_starts_with_keyword("  -- c\n /* x */ Copy t FROM STDIN", "copy"), "sql: keyword after comments, any case");
+  check(!mk_sql_starts_with_keyword("copyx", "copy") && !mk_sql_starts_with_keyword("cop", "copy") &&
+            !mk_sql_starts_with_keyword("/* open", "copy") && !mk_sql_starts_with_keyword("SELECT 1", "copy"),
+        "sql: not a keyword prefix of a longer word, of a shorter text, in an open comment or elsewhere");
+}
+
 int main(void) {
   test_buf();
   test_array();
@@ -1202,6 +1227,7 @@ int main(void) {
   test_routine();
   test_pipelinable();
   test_stmtcache();
+  test_copy();
   fuzz();
   printf("1..%d\n", ntests);
   return nfailed ? 1 : 0;
