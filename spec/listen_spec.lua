@@ -48,6 +48,28 @@ describe("conn:listen", function()
     end)
   end)
 
+  it("delivers a notification read in one go with later results before those results", function()
+    -- The session notifies itself from request 26 of a pipeline of 50: the server sends
+    -- the notification right after that request's result. The loop is blocked until all
+    -- 50 answers wait in the socket, so one read takes them all: the notification must
+    -- still come out between result 26 and result 27, not after the last one.
+    local conn, app = H.pipelined_connection({}, "listen_batch")
+    H.close_after(conn, app, function()
+      local finished, at = 0, nil
+      conn:listen("ch_batch", function() at = finished end):await()
+      local futures = {}
+      for i = 1, 50 do
+        futures[i] = conn:execute(i == 26 and "SELECT pg_notify('ch_batch', 'x')" or "SELECT 1")
+        futures[i]:add_done_callback(function() finished = finished + 1 end)
+      end
+      os.execute("sleep 0.3") -- the loop does not run: every answer piles up unread
+      for i = 1, 50 do futures[i]:await() end
+      assert.equal(50, finished)
+      -- (25: libpq parsed it while taking result 26, whose request ends at its sync)
+      assert.is_true(at == 25 or at == 26, "delivered after " .. tostring(at) .. " results")
+    end)
+  end)
+
   it("takes any string as channel: quotes, spaces, unicode", function()
     local dsn, app = H.app_dsn("listen_names")
     local conn = momoko.connect(dsn):await()
