@@ -44,6 +44,7 @@ typedef struct lstream {
   int cancel_due; /* collected unfinished: the next row cancels the query */
   int gone;      /* the userdata was collected: the end frees the record */
   int pended;    /* the owner is anchored for the request */
+  int ending;    /* on_done runs Lua: a finalizer of the userdata leaves the free to it */
   lua_Integer rownumber; /* rows handed out */
   double t0;     /* with a trace function: when the stream was opened */
 } lstream;
@@ -257,7 +258,9 @@ static void on_done(mk_req *r, void *ud) {
     if (s->gone) stream_free(L, s, 0);
     return;
   }
+  s->ending = 1; /* what end_lua resumes may drop and collect the stream */
   lmk_enter(s->o->st, end_lua, s, NULL);
+  s->ending = 0;
   if (s->gone) stream_free(L, s, 1);
 }
 
@@ -323,7 +326,7 @@ static int s_gc(lua_State *L) {
   lstream *s = u->s;
   if (!s) return 0;
   u->s = NULL;
-  if (s->ended) {
+  if (s->ended && !s->ending) {
     stream_free(L, s, 1);
     return 0;
   }
