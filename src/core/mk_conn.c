@@ -71,6 +71,9 @@ struct mk_conn {
   char copy_end_msg[256]; /* the error message that ends a COPY FROM STDIN */
   mk_req *copy_in;  /* the COPY FROM STDIN request whose data is being sent */
   int paused;       /* a stream's consumer is behind: the socket is not read */
+  int single_row_set; /* a stream asked libpq for single-row mode: libpq 15 keeps it on
+                       * for the first query of a pipeline after that, so the next
+                       * request goes out of pipeline mode, which resets it */
   mk_timer *resume_timer; /* reads what libpq holds already, after mk_conn_resume */
   int broken;       /* the socket reported an error: read what is left, send nothing */
   int released;
@@ -830,11 +833,13 @@ static void send_step(mk_conn *c, mk_req *r) {
     }
     return;
   }
+  c->single_row_set = 0; /* a send out of pipeline mode ends it */
   if ((r->flags & MK_REQ_STREAM) && !r->prep_phase) {
     if (!PQsetSingleRowMode(c->pg)) {
       lost_with(c, "libpq refused single-row mode for a stream");
       return;
     }
+    c->single_row_set = 1;
     if (!c->resume_timer && !(c->resume_timer = mk_timer_new(c->loop, on_resume, c))) {
       lost_with(c, "out of memory");
       return;
@@ -928,7 +933,7 @@ static int advance(mk_conn *c) {
       continue;
     }
     if (c->nsent > 0 && c->ndeallocs >= c->dealloc_hold) break; /* drain: flush_deallocs */
-    pipe = c->pipeline && pipelinable(r);
+    pipe = c->pipeline && !c->single_row_set && pipelinable(r);
     if ((!pipe || !c->in_pipeline) && c->nsent > 0) break; /* wait until the rest ran */
     if (set_pipeline_mode(c, pipe) < 0) break;
     c->unsent = r->next;
