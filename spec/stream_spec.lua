@@ -38,6 +38,18 @@ end
 
 local BIG = "SELECT g FROM generate_series(1,10000000) g"
 
+-- Reads s to its end, checking that each row is {k} for k = done + 1, done + 2, ...
+-- (done: the rows taken before); returns the last k.
+local function read_sequence(s, done)
+  local n = done
+  while true do
+    local row = s:next():await()
+    if row == nil then return n end
+    n = n + 1
+    assert.equal(n, row[1])
+  end
+end
+
 describe("conn:stream", function()
   local reported = H.collect_reports()
 
@@ -429,13 +441,7 @@ describe("conn:stream", function()
       momoko.sleep(50):await()
       assert.is_false(f1:done())
       assert.is_false(f2:done())
-      local n = 1
-      while true do
-        local row = s:next():await()
-        if row == nil then break end
-        n = n + 1
-        assert.equal(n, row[1])
-      end
+      local n = read_sequence(s, 1)
       assert.equal(3000, n)
       assert.same({{1}}, f1:await():fetchall())
       assert.equal("two", f2:await():fetchone()[1])
@@ -450,13 +456,7 @@ describe("conn:stream", function()
       local s = conn:stream("SELECT g FROM generate_series(1,500) g", nil, {chunk = 10})
       local f1 = conn:execute("SELECT $1::int", {1})
       local f2 = conn:execute("SELECT 2")
-      local n = 0
-      while true do
-        local row = s:next():await()
-        if row == nil then break end
-        n = n + 1
-        assert.equal(n, row[1])
-      end
+      local n = read_sequence(s, 0)
       assert.equal(500, n)
       assert.same({{0}}, f0:await():fetchall())
       assert.same({{1}}, f1:await():fetchall())
@@ -584,13 +584,7 @@ describe("pool:stream", function()
       assert.same({1}, s:next():await())
       local f = pool:execute("SELECT $1::int AS x", {77})
       local g = pool:execute("SELECT 78")
-      local n = 1
-      while true do
-        local row = s:next():await()
-        if row == nil then break end
-        n = n + 1
-        assert.equal(n, row[1])
-      end
+      local n = read_sequence(s, 1)
       assert.equal(2000, n)
       assert.same({{77}}, f:await():fetchall())
       assert.same({{78}}, g:await():fetchall())

@@ -1,8 +1,8 @@
 /* mk_conn: one PostgreSQL connection driven by libpq in non-blocking mode on a libuv
  * loop, with a FIFO of requests. A request is one statement, or a transaction (BEGIN,
  * its statements, COMMIT, and ROLLBACK on failure) that holds the connection until it
- * ends. The queue keeps "sent" apart from "queued" so that pipeline mode can later put
- * several requests in flight; today one request is in flight at a time.
+ * ends, a stream (its rows one at a time), or a COPY. The queue keeps "sent" apart from
+ * "queued": in pipeline mode (mk_conn_set_pipeline) several requests are in flight.
  *
  * Re-entrancy: completion callbacks and hooks may run any code, including submitting
  * to, cancelling on, closing or releasing this connection. The connection object stays
