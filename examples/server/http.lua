@@ -113,11 +113,12 @@ end
 function Client:answer(status, value, keep_alive)
   if self.closed then return end
   keep_alive = keep_alive and not self.peer_done
-  self.tcp:write(http.format_response(status, value, keep_alive), function(err)
+  local queued = self.tcp:write(http.format_response(status, value, keep_alive), function(err)
     self.busy = false
     if err or not keep_alive then return self:close() end
     self:pump()
   end)
+  if not queued then self:close() end -- the socket refused it: no callback will come
 end
 
 -- The answer of one request, a to-be-closed value in its coroutine: a coroutine that
