@@ -68,7 +68,7 @@ describe("the installed " .. kind .. " rock", function()
   it("carries docs/ and examples/ in the rock's directory, as in the checkout", function()
     assert.equal(read("docs/api.md"), read(rock_dir .. "/docs/api.md"))
     assert.equal(read("docs/install.md"), read(rock_dir .. "/docs/install.md"))
-    assert.equal(read("examples/demo.lua"), read(rock_dir .. "/examples/demo.lua"))
+    assert.equal(read("examples/server/main.lua"), read(rock_dir .. "/examples/server/main.lua"))
     -- luarocks doc finds them: every file of the checkout's docs/, in the rock's directory
     local function sorted_lines(s)
       local t = {}
