@@ -8,9 +8,7 @@
 local H = require "helper"
 
 local HOST = [=[
-#include <dlfcn.h>
 #include <stdio.h>
-#include <string.h>
 #include <lauxlib.h>
 #include <lualib.h>
 #include <uv.h>
@@ -24,8 +22,6 @@ static void run(const char *code) {
 
 int main(void) {
   uv_loop_t loop;
-  int (*set_loop)(lua_State *, uv_loop_t *) = NULL;
-  void *h = NULL, *sym = NULL;
   if (uv_loop_init(&loop) != 0) return 1;
   L = luaL_newstate();
   luaL_openlibs(L);
@@ -36,21 +32,12 @@ int main(void) {
       "print('spawn', f:done(), f:error())\n"
       "f = nil\n" /* nobody looks: reported on the next turn */
       "momoko.spawn(function() error('unseen', 0) end)\n");
-  if (luaL_dostring(L, "return package.searchpath('momoko.core', package.cpath)") == LUA_OK)
-    h = dlopen(lua_tostring(L, -1), RTLD_NOW | RTLD_NOLOAD);
-  if (h) sym = dlsym(h, "momoko_set_loop");
-  if (!sym) {
-    printf("no momoko_set_loop\n");
-    return 1;
-  }
-  memcpy(&set_loop, &sym, sizeof sym);
-  lua_pop(L, 1);
-  printf("set_loop %d\n", set_loop(L, &loop));
+  printf("set_loop %d\n", momoko_set_loop(L, &loop));
   run("print('moved', momoko.loop() ~= first)\n"
       "print('back', pcall(momoko.set_loop, first))\n"
       "print('again', pcall(momoko.set_loop, momoko.loop()))\n");
   /* the host gave its loop (momoko_set_loop marks it the host's): give it again */
-  printf("set_loop %d\n", set_loop(L, &loop));
+  printf("set_loop %d\n", momoko_set_loop(L, &loop));
   uv_run(&loop, UV_RUN_DEFAULT); /* the next turn: the report */
   lua_close(L);
   uv_run(&loop, UV_RUN_DEFAULT);

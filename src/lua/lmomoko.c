@@ -13,7 +13,6 @@
 #include "lstream.h"
 #include "lstate.h"
 #include "ltypes.h"
-#include "momoko.h"
 
 /* private set_after_connect(fn): the Lua layer's runner of connection factories,
  * fn(future, conn, factory). */
@@ -24,9 +23,11 @@ static int l_set_after_connect(lua_State *L) {
   return 0;
 }
 
-/* The module table. Exported, with momoko.h's functions; nothing else is. */
-MOMOKO_API int luaopen_momoko_core(lua_State *L);
-MOMOKO_API int luaopen_momoko_core(lua_State *L) {
+/* The module table; the one symbol the module exports (momoko.h's C API is reached
+ * through the registry, see lstate.c). */
+#define LMK_EXPORT __attribute__((visibility("default")))
+LMK_EXPORT int luaopen_momoko_core(lua_State *L);
+LMK_EXPORT int luaopen_momoko_core(lua_State *L) {
   static const luaL_Reg private_fns[] = {
     {"set_after_connect", l_set_after_connect}, {"set_decoder", lmk_req_set_decoder}, {NULL, NULL}};
   lmk_state_open(L);

@@ -292,13 +292,14 @@ static int set_loop(lua_State *L, lmk_state *st, mk_loop *loop, int host_runs) {
   return 0;
 }
 
-int momoko_set_loop(lua_State *L, struct uv_loop_s *loop) {
-  lmk_state *st;
-  lua_rawgetp(L, LUA_REGISTRYINDEX, &state_key);
-  st = lua_touserdata(L, -1);
-  lua_pop(L, 1);
-  return st ? set_loop(L, st, loop, 1) : -1;
+/* momoko.h's momoko_set_loop, reached through host_api, which only a state that
+ * loaded momoko.core (so has its lmk_state) has in its registry. */
+static int host_set_loop(lua_State *L, struct uv_loop_s *loop) {
+  return set_loop(L, lmk_state_of(L), loop, 1);
 }
+
+/* The C API of momoko.h: registry[MOMOKO_C_API_KEY] points here. */
+static const struct momoko_c_api host_api = {MOMOKO_C_API_VERSION, host_set_loop};
 
 /* momoko.set_loop(ptr): use another uv_loop_t (light userdata), which momoko.run() and
  * main-thread awaits may run. */
@@ -328,6 +329,8 @@ void lmk_add_private(lua_State *L, const luaL_Reg *fns) {
 void lmk_open_state(lua_State *L) {
   static const luaL_Reg fns[] = {{"run", l_run}, {"loop", l_loop}, {"set_loop", l_set_loop}, {NULL, NULL}};
   luaL_setfuncs(L, fns, 0);
+  lua_pushlightuserdata(L, (void *)&host_api);
+  lua_setfield(L, LUA_REGISTRYINDEX, MOMOKO_C_API_KEY);
 }
 
 void *lmk_check_self(lua_State *L, int idx, const char *tname) {

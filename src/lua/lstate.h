@@ -103,7 +103,8 @@ void lmk_closer_remove(lmk_closer *c);
 void lmk_add_private(lua_State *L, const luaL_Reg *fns);
 /* Pushes a new empty table whose keys (mode "k") or values (mode "v") are weak. */
 void lmk_push_weak_table(lua_State *L, const char *mode);
-/* Adds run, loop and set_loop to the module table on top. */
+/* Adds run, loop and set_loop to the module table on top, and puts momoko.h's C API
+ * (momoko_set_loop) in the registry. */
 void lmk_open_state(lua_State *L);
 
 #endif
