@@ -23,8 +23,12 @@ local function pool_with_killed_backend(prefix)
                            trace = function(ev) events[#events + 1] = ev end}
   pool:connect():await()
   local pid = H.psql("SELECT pid FROM pg_stat_activity WHERE application_name = '" .. app .. "'")
-  -- H.psql blocks: the loop does not run until the kill is done
-  assert.equal("t", H.psql("SELECT pg_terminate_backend(" .. pid .. ") FROM pg_sleep(0.05)"))
+  -- H.psql blocks: the loop does not run until the backend is gone (pg_terminate_backend
+  -- only signals it; it sends its FATAL and exits a moment later)
+  assert.equal("t", H.psql("SELECT pg_terminate_backend(" .. pid .. ")"))
+  H.psql("DO 'BEGIN FOR i IN 1..500 LOOP EXIT WHEN NOT EXISTS (SELECT 1 FROM pg_stat_activity" ..
+         " WHERE pid = " .. pid .. "); PERFORM pg_sleep(0.01); END LOOP; END'")
+  assert.equal("0", H.psql("SELECT count(*) FROM pg_stat_activity WHERE pid = " .. pid))
   return pool, events, app
 end
 
