@@ -13,6 +13,7 @@
 
 #include "mk_cancel.h"
 #include "mk_dns.h"
+#include "mk_hosts.h"
 #include "mk_sql.h"
 #include "mk_stmtcache.h"
 #include "mk_text.h"
@@ -54,6 +55,8 @@ struct mk_conn {
   int handshake_done; /* libpq connected; setsession may still run */
   mk_io *io;
   mk_timer *timer; /* connect timeout */
+  int connect_timeout_ms; /* the conninfo's connect_timeout (0: none), for each host */
+  int host_index;         /* the host of the list libpq tries (mk_hosts.h), -1: not known */
   mk_req *head, *tail; /* every request: the sent ones first, oldest first */
   mk_req *unsent;   /* the first request not sent yet, or NULL */
   int nsent;        /* requests sent whose results have not all come */
@@ -1331,6 +1334,20 @@ static void connect_step(mk_conn *c) {
     return;
   case PGRES_POLLING_READING:
   case PGRES_POLLING_WRITING:
+    if (c->timer) {
+      /* libpq went on to another host (the last one refused the connection, or was
+       * not read-write): connect_timeout counts afresh for it, as in libpq's own
+       * connect */
+      int i = mk_hosts_current(c->pg, c->host_index);
+      if (i >= 0 && i != c->host_index) {
+        /* (the first host seen after a start already has its full time) */
+        if ((c->host_index >= 0 || i > 0) && mk_timer_start(c->timer, (uint64_t)c->connect_timeout_ms) < 0) {
+          connect_fail_msg(c, "cannot start the connect timer");
+          return;
+        }
+        c->host_index = i;
+      }
+    }
     if (rewatch(c, st == PGRES_POLLING_READING ? MK_READ : MK_WRITE) < 0) lost(c);
     return;
   default:
@@ -1371,10 +1388,33 @@ static void on_io(void *ud, int events, int status) {
   leave(c);
 }
 
+static void start_pq(mk_conn *c, const char *conninfo, const char *const *kw, const char *const *vals);
+
+/* connect_timeout ran out. While libpq is still on a host of a list that has more,
+ * that host is given up: libpq starts again with the hosts after it (libpq's blocking
+ * connect does the same). Otherwise the connect fails. */
 static void on_connect_timeout(void *ud) {
   mk_conn *c = ud;
   enter(c);
-  if (c->state == MK_CONN_CONNECTING) connect_fail_msg(c, "connection timeout expired");
+  if (c->state == MK_CONN_CONNECTING) {
+    mk_hosts_rest rest;
+    int rc = !c->handshake_done && c->pg ? mk_hosts_after(c->pg, c->host_index, &rest) : 0;
+    if (rc < 0) {
+      connect_fail_msg(c, "out of memory");
+    } else if (rc == 0) {
+      connect_fail_msg(c, "connection timeout expired");
+    } else {
+      mk_io_close(c->io);
+      c->io = NULL;
+      finish_pg(c);
+      c->host_index = -1;
+      if (mk_timer_start(c->timer, (uint64_t)c->connect_timeout_ms) < 0)
+        connect_fail_msg(c, "cannot start the connect timer");
+      else
+        start_pq(c, NULL, (const char *const *)rest.kw, (const char *const *)rest.vals);
+      mk_hosts_rest_free(&rest);
+    }
+  }
   leave(c);
 }
 
@@ -1435,6 +1475,8 @@ int mk_conn_connect(mk_conn *c, const char *conninfo, const char *const *setsess
   }
   rc = mk_dns_start(c->loop, conninfo, on_dns_done, c, &c->dns, &ms);
   if (ms > 0) c->cancel_deadline_ms = ms;
+  c->connect_timeout_ms = ms;
+  c->host_index = -1;
   if (rc < 0) {
     connect_fail_msg(c, "out of memory");
   } else {

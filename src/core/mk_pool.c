@@ -612,7 +612,9 @@ static void check_available(mk_pool *p) {
   fail_waiters(p, MK_ERR_NOT_AVAILABLE, msg);
 }
 
-/* Opens connections for waiters no connection serves, never past max_size. */
+/* Opens connections for waiters no connection serves, never past max_size. Below size
+ * (the pool reopens after an outage, waiters already queued) a connection replaces a
+ * dead one, and counts as a reconnect; past size it is growth. */
 static void grow(mk_pool *p) {
   if (p->down) { /* the last attempt failed (too many clients?): retry later */
     arm_retry(p);
@@ -621,7 +623,7 @@ static void grow(mk_pool *p) {
   while (!p->closed && p->nwaiting > p->nconnecting &&
          p->nalive + p->nconnecting < p->o.max_size) {
     int before = p->nconnecting + p->nalive;
-    open_conn(p, OPEN_GROW);
+    open_conn(p, before < p->o.size ? OPEN_REPLACE : OPEN_GROW);
     if (p->nconnecting + p->nalive == before) break;
   }
 }
