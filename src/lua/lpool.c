@@ -715,7 +715,7 @@ static int pool_close(lua_State *L) {
   return 0;
 }
 
-/* Pushes stats().replicas: for each replica, in the order of opts.replicas,
+/* Pushes stats().replicas (a pool without replicas has none): for each replica, in the order of opts.replicas,
  * {dsn_host =, free =, busy =, dead =} (dsn_host: its DSN's host or hostaddr). */
 static void push_replica_stats(lua_State *L, lpool *lp) {
   int i;
@@ -758,8 +758,10 @@ static int pool_stats(lua_State *L) {
   FIELD(reconnects);
   FIELD(retries);
 #undef FIELD
-  push_replica_stats(L, lp);
-  lua_setfield(L, -2, "replicas");
+  if (lp->nreplicas > 0) {
+    push_replica_stats(L, lp);
+    lua_setfield(L, -2, "replicas");
+  }
   return 1;
 }
 
