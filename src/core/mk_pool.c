@@ -636,11 +636,10 @@ static void pool_req_done(mk_req *r, void *ud);
  * transaction() runs alone: nothing is stacked onto it, and it is never stacked onto a
  * busy connection. So does a plain request that opens a transaction (BEGIN or START
  * first): requests stacked behind it would run inside that transaction, and be rolled
- * back with it when the connection comes back. (r->flags is read here directly:
- * mk_req.h has no accessor for it yet.) */
+ * back with it when the connection comes back. */
 static int may_share(const mk_req *r) {
   const char *sql;
-  if (r->flags & MK_REQ_ALONE) return 0;
+  if (mk_req_flags(r) & MK_REQ_ALONE) return 0;
   sql = mk_req_sql(r, 0);
   return !sql || !(mk_sql_starts_with_keyword(sql, "begin") || mk_sql_starts_with_keyword(sql, "start"));
 }
@@ -667,7 +666,7 @@ static int may_replay(const mk_pool *p, const mk_wait *w) {
    * connection: it is never replayed */
   if (e && (e->kind == MK_ERR_TIMEOUT || e->kind == MK_ERR_QUERY_CANCELED)) return 0;
   /* a stream or COPY that ran may have handed rows out or taken its source's data */
-  if ((r->flags & (MK_REQ_STREAM | MK_REQ_COPY_IN | MK_REQ_COPY_OUT)) && mk_req_may_have_run(r)) return 0;
+  if ((mk_req_flags(r) & (MK_REQ_STREAM | MK_REQ_COPY_IN | MK_REQ_COPY_OUT)) && mk_req_may_have_run(r)) return 0;
   return p->o.retry == MK_RETRY_ALWAYS || !mk_req_may_have_run(r);
 }
 
@@ -1118,8 +1117,9 @@ int mk_pool_submit(mk_pool *p, mk_req *r, const char **why) {
   return 0;
 }
 
-int mk_pool_cancel(mk_pool *p, mk_req *r) {
+int mk_pool_cancel(mk_req *r) {
   mk_wait *w = mk_req_ud(r);
+  mk_pool *p = w->pool;
   int done = 0;
   enter(p);
   if (w->queued) {

@@ -88,9 +88,11 @@ int mk_pool_connect(mk_pool *p);
  * closed: MK_ERR_POOL; too many waiting: MK_ERR_POOL with *why set; no connection can
  * be opened: MK_ERR_NOT_AVAILABLE). r stays the caller's when refused. */
 int mk_pool_submit(mk_pool *p, mk_req *r, const char **why);
-/* Cancels r (queued: completes with QueryCanceledError; running: as mk_conn_cancel).
- * Returns 1 if r was queued or running, 0 if it is no longer the pool's (completed). */
-int mk_pool_cancel(mk_pool *p, mk_req *r);
+/* Cancels r, a request submitted to a pool and not handed back yet (queued: completes
+ * with QueryCanceledError; running: as mk_conn_cancel). An owner of several pools need
+ * not know which one has r. Returns 1 if r was queued or running, 0 if it is no longer
+ * the pool's (completed). */
+int mk_pool_cancel(mk_req *r);
 /* Reserves a connection; got() runs when one is ready (pinged first when ping is set
  * and the connection was idle for a second or more), or with the error that ended the
  * wait. Returns 0, or the refusal kind as submit (got is then not called). */

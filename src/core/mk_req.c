@@ -163,3 +163,5 @@ void mk_req_fail(mk_req *r, mk_kind kind, const char *msg) {
 }
 
 int mk_req_txn_started(const mk_req *r) { return r->txn_started; }
+
+unsigned mk_req_flags(const mk_req *r) { return r->flags; }

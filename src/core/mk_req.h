@@ -33,6 +33,9 @@ typedef void (*mk_req_done_fn)(mk_req *r, void *ud);
 /* Requests that hold their connection alone while they run: never pipelined with
  * others, nothing sent behind them until they ended. */
 #define MK_REQ_ALONE (MK_REQ_TXN | MK_REQ_STREAM | MK_REQ_COPY_IN | MK_REQ_COPY_OUT)
+/* The request only reads: an owner with read replicas may run it on one. The
+ * connection itself does nothing with it. */
+#define MK_REQ_READONLY 32u
 
 /* The data hooks of a STREAM or COPY request, called by the connection while the
  * request runs. They may run any code (cancel, close); the connection looks again
@@ -95,6 +98,8 @@ void mk_req_set_io(mk_req *r, const mk_req_io *io);
 void mk_req_fail(mk_req *r, mk_kind kind, const char *msg);
 /* 1 once a transaction's BEGIN was sent. */
 int mk_req_txn_started(const mk_req *r);
+/* The flags it was made with (MK_REQ_*). */
+unsigned mk_req_flags(const mk_req *r);
 
 /* Bytes of a parameter value (its NUL included) kept inside the statement's block;
  * longer values get an allocation of their own. */

@@ -253,8 +253,9 @@ static int conn_execute(lua_State *L) {
   return submit(L, lc, lmk_req_execute(L, &lc->o, cancel_on_conn));
 }
 
-static int submit_on_conn(lowner *o, mk_req *r, const char **why) {
+static int submit_on_conn(lowner *o, mk_req *r, int *server, const char **why) {
   lconn *lc = (lconn *)o;
+  (void)server; /* its one server: 0 */
   if (lc->c && mk_conn_submit(lc->c, r) == 0) return 0;
   *why = "connection is closed";
   return MK_ERR_INTERFACE;

@@ -1,6 +1,7 @@
 /* loptions: option checks shared by Connection and Pool (see loptions.h). */
 #include "loptions.h"
 
+#include <stdio.h>
 #include <string.h>
 
 #include "lerror.h"
@@ -45,33 +46,39 @@ static parsed_dsn *push_parsed_dsn(lua_State *L) {
   return d;
 }
 
+/* Parses the DSN string at dsn (what = its name in the message: "dsn", "replicas[2]")
+ * and sets its host, hostaddr, port and dbname (for tostring and tracing; never the
+ * password) in the table at dest. A malformed one raises InterfaceError. */
+static void parse_dsn(lua_State *L, int dsn, int dest, const char *who, const char *what) {
+  parsed_dsn *d;
+  PQconninfoOption *o;
+  dsn = lua_absindex(L, dsn);
+  dest = lua_absindex(L, dest);
+  d = push_parsed_dsn(L); /* before libpq allocates anything */
+  d->opts = PQconninfoParse(lua_tostring(L, dsn), &d->err);
+  if (!d->opts)
+    lmk_raise(L, MK_ERR_INTERFACE, "%s: invalid %s: %s", who, what, d->err ? d->err : "out of memory");
+  for (o = d->opts; o->keyword; o++) {
+    if (o->val && (strcmp(o->keyword, "host") == 0 || strcmp(o->keyword, "hostaddr") == 0 ||
+                   strcmp(o->keyword, "dbname") == 0 || strcmp(o->keyword, "port") == 0)) {
+      lua_pushstring(L, o->val);
+      lua_setfield(L, dest, o->keyword);
+    }
+  }
+  PQconninfoFree(d->opts);
+  d->opts = NULL;
+  lua_pop(L, 1); /* the parsed_dsn box */
+}
+
 mk_loop *lmk_options_shared(lua_State *L, int opts, int uv, const char *who) {
   lmk_state *st = lmk_state_of(L);
-  parsed_dsn *d;
   mk_loop *loop;
   opts = lua_absindex(L, opts);
   uv = lua_absindex(L, uv);
-  d = push_parsed_dsn(L); /* before libpq allocates anything */
   if (lua_getfield(L, opts, "dsn") != LUA_TSTRING)
     lmk_raise(L, MK_ERR_INTERFACE, "%s: dsn must be a string", who);
-  d->opts = PQconninfoParse(lua_tostring(L, -1), &d->err);
-  if (!d->opts)
-    lmk_raise(L, MK_ERR_INTERFACE, "%s: invalid dsn: %s", who, d->err ? d->err : "out of memory");
-  {
-    /* host and dbname for tostring; never the password */
-    PQconninfoOption *o;
-    for (o = d->opts; o->keyword; o++) {
-      if (o->val && (strcmp(o->keyword, "host") == 0 || strcmp(o->keyword, "hostaddr") == 0 ||
-                     strcmp(o->keyword, "dbname") == 0 || strcmp(o->keyword, "port") == 0)) {
-        lua_pushstring(L, o->val);
-        lua_setfield(L, uv, o->keyword);
-      }
-    }
-    PQconninfoFree(d->opts);
-    d->opts = NULL;
-  }
+  parse_dsn(L, lua_gettop(L), uv, who, "dsn");
   lua_setfield(L, uv, "dsn");
-  lua_pop(L, 1); /* the parsed_dsn box */
   lua_getfield(L, opts, "setsession");
   if (!lua_isnil(L, -1)) {
     lua_Integer i, n;
@@ -183,6 +190,55 @@ void lmk_call_notice(lua_State *L, int uvidx, int objidx, const char *msg) {
   lua_call(L, 2, 0);
 }
 
+
+int lmk_options_replicas(lua_State *L, int opts, int uv, const char *who) {
+  lua_Integer i, n;
+  opts = lua_absindex(L, opts);
+  uv = lua_absindex(L, uv);
+  if (lua_getfield(L, opts, "replicas") == LUA_TNIL) {
+    lua_pop(L, 1);
+    return 0;
+  }
+  if (!lua_istable(L, -1))
+    lmk_raise(L, MK_ERR_INTERFACE, "%s: replicas must be an array of dsn strings, got %s", who, luaL_typename(L, -1));
+  n = (lua_Integer)lua_rawlen(L, -1);
+  lua_pushnil(L);
+  while (lua_next(L, -2)) { /* nothing but the array part: a key beyond it is a mistake */
+    lua_pop(L, 1);
+    if (!lua_isinteger(L, -1) || lua_tointeger(L, -1) < 1 || lua_tointeger(L, -1) > n)
+      lmk_raise(L, MK_ERR_INTERFACE, "%s: replicas must be an array of dsn strings (key %s)", who,
+                luaL_tolstring(L, -1, NULL));
+  }
+  if (n > 1000) lmk_raise(L, MK_ERR_INTERFACE, "%s: at most 1000 replicas", who);
+  lua_createtable(L, (int)n, 0);
+  for (i = 1; i <= n; i++) {
+    char what[32];
+    if (lua_rawgeti(L, -2, i) != LUA_TSTRING)
+      lmk_raise(L, MK_ERR_INTERFACE, "%s: replicas[%d] must be a dsn string, got %s", who, (int)i,
+                luaL_typename(L, -1));
+    snprintf(what, sizeof what, "replicas[%d]", (int)i);
+    lua_createtable(L, 0, 5);
+    parse_dsn(L, -2, -1, who, what);
+    lua_insert(L, -2);
+    lua_setfield(L, -2, "dsn");
+    lua_rawseti(L, -2, i);
+  }
+  lua_setfield(L, uv, "replicas");
+  lua_pop(L, 1);
+  return (int)n;
+}
+
+void lmk_options_replica_host(lua_State *L, int uv, int replica) {
+  lua_getfield(L, uv, "replicas");
+  lua_rawgeti(L, -1, replica);
+  if (lua_getfield(L, -1, "host") != LUA_TSTRING) {
+    lua_pop(L, 1);
+    lua_getfield(L, -1, "hostaddr");
+  }
+  lua_replace(L, -3);
+  lua_pop(L, 1);
+}
+
 double lmk_trace_clock(void) { return (double)mk_clock_us() / 1e3; }
 
 void lmk_trace_push_event(lua_State *L, int uv, const char *type, double ms) {
@@ -199,6 +255,13 @@ void lmk_trace_push_event(lua_State *L, int uv, const char *type, double ms) {
     lua_pushnumber(L, ms);
     lua_setfield(L, -2, "ms");
   }
+}
+
+void lmk_trace_set_server(lua_State *L, int uv, int server) {
+  if (server <= 0) return;
+  uv = lua_absindex(L, uv);
+  lmk_options_replica_host(L, uv, server);
+  lua_setfield(L, -2, "host");
 }
 
 void lmk_trace_call(lua_State *L, int uv) {

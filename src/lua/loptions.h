@@ -17,6 +17,14 @@ void lmk_options_known(lua_State *L, int opts, const char *const *known, const c
  * lreq.c reads it), an empty decoders table and an empty types
  * table (ltypes.c). Returns the loop. */
 mk_loop *lmk_options_shared(lua_State *L, int opts, int uv, const char *who);
+/* Checks the replicas option of the table at opts (nil, or an array of DSN strings,
+ * each parsed now: anything else raises) and sets uv.replicas to an array of
+ * {dsn =, host =, hostaddr =, port =, dbname =} (what the DSN sets of the last four).
+ * Returns the number of replicas. */
+int lmk_options_replicas(lua_State *L, int opts, int uv, const char *who);
+/* Pushes the host (or hostaddr, or nil) of replica number replica (1-based, one of
+ * uv.replicas) of the options table at uv. */
+void lmk_options_replica_host(lua_State *L, int uv, int replica);
 /* An integer option of the table at opts within [min, max], or def when absent. */
 int lmk_opt_int(lua_State *L, int opts, const char *name, int def, lua_Integer min, lua_Integer max,
                 const char *who);
@@ -36,6 +44,9 @@ double lmk_trace_clock(void);
 /* Pushes a new event table {type = type, host = the host (or hostaddr) of the dsn of the
  * options table at uv, ms = ms unless ms < 0}. */
 void lmk_trace_push_event(lua_State *L, int uv, const char *type, double ms);
+/* Sets the host of the event table on top to that of the server numbered server of
+ * the options table at uv: 0 (nothing changes) is the dsn, i > 0 its replica i. */
+void lmk_trace_set_server(lua_State *L, int uv, int server);
 /* Pops the event table on top and calls the trace function of the options table at uv
  * with it (nothing when there is none). Runs user Lua: raises what it raises; callers
  * call it under lmk_enter or a pcall whose error goes to lmk_report (on_error). */

@@ -1,7 +1,10 @@
-/* lpool: momoko.Pool, a thin userdata around one mk_pool.
+/* lpool: momoko.Pool, a thin userdata around one mk_pool per server: the primary (the
+ * dsn) and one per read replica (opts.replicas).
  *
  * Requests (execute, callproc, transaction, ping) are built by lreq.c and submitted
- * here to the mk_pool. getconn lends a
+ * here to an mk_pool: those made with opts.readonly to the least busy replica that has
+ * an open connection (least_busy_replica), falling back to the primary; all others,
+ * and getconn, to the primary. getconn lends a
  * Connection (lconn.c) that shares the pool's options table; that table names the
  * pool (field "pool"), so a lent connection keeps its pool alive. While a connect,
  * request or getconn is outstanding, the pool is anchored (a connection setup holds it
@@ -26,9 +29,14 @@
 
 typedef struct lpool {
   lowner o; /* first: lowner.c and lreq.c see the pool through it */
-  mk_pool *p;
+  mk_pool *p;          /* the primary's: the dsn's server (server number 0) */
+  mk_pool **replicas;  /* replica i's (server number i + 1, uv.replicas[i + 1]), or NULL */
+  int nreplicas;
+  int turn;            /* the replica a tie of least_busy_replica looks at first */
   int connect_ref; /* the future of connect() */
   int connected;   /* connect() was called */
+  int connect_left;     /* pools whose connect() has not ended yet */
+  mk_error connect_err; /* the primary's connect() error, until every pool's ended */
   lmk_closer closer; /* closed at shutdown */
 } lpool;
 
@@ -123,14 +131,48 @@ static lpool *ready_pool(lua_State *L, const char *who) {
 
 static int cancel_on_pool(lowner *o, mk_req *r) {
   lpool *lp = (lpool *)o;
-  return lp->p ? mk_pool_cancel(lp->p, r) : 0;
+  return lp->p ? mk_pool_cancel(r) : 0;
 }
 
-/* Hands the built request q to the pool; the future is on top. max_waiting and an
- * unreachable server fail the request's future rather than raise. */
+/* Routing. A request made with opts.readonly goes to the least busy replica among
+ * those with a connection open: fewest requests running and waiting, less its free
+ * connections (so a replica with idle connections beats one without). Ties go round
+ * the replicas in turn. With no replica open (all down, or none configured), or when
+ * that replica refuses the request, it goes to the primary. */
+
+/* The index of the replica r is to try first, or -1 for the primary. */
+static int least_busy_replica(lpool *lp, const mk_req *r) {
+  int k, best = -1, best_load = 0;
+  if (!(mk_req_flags(r) & MK_REQ_READONLY)) return -1;
+  for (k = 0; k < lp->nreplicas; k++) {
+    int i = (lp->turn + k) % lp->nreplicas, load;
+    mk_pool_stats s;
+    mk_pool_stats_of(lp->replicas[i], &s);
+    if (s.size == 0) continue; /* nothing open: down, or still connecting */
+    load = s.busy + s.waiting - s.free;
+    if (best < 0 || load < best_load) {
+      best = i;
+      best_load = load;
+    }
+  }
+  if (best >= 0) lp->turn = (best + 1) % lp->nreplicas;
+  return best;
+}
+
+/* Hands the built request q to a pool (see Routing); the future is on top.
+ * max_waiting and an unreachable server fail the request's future rather than raise.
+ * q's server is set before each attempt: a submitted request may end (and be freed)
+ * before mk_pool_submit returns. */
 static int submit(lua_State *L, lpool *lp, lreq *q) {
   const char *why = NULL;
-  int kind = mk_pool_submit(lp->p, lmk_req_core(q), &why);
+  mk_req *r = lmk_req_core(q);
+  int i = least_busy_replica(lp, r), kind;
+  if (i >= 0) {
+    lmk_req_set_server(q, i + 1);
+    if (mk_pool_submit(lp->replicas[i], r, &why) == 0) return 1;
+    lmk_req_set_server(q, 0);
+  }
+  kind = mk_pool_submit(lp->p, r, &why);
   if (kind) return lmk_req_refuse(L, q, (mk_kind)kind, why, 0);
   return 1;
 }
@@ -140,8 +182,15 @@ static int pool_execute(lua_State *L) {
   return submit(L, lp, lmk_req_execute(L, &lp->o, cancel_on_pool));
 }
 
-static int submit_on_pool(lowner *o, mk_req *r, const char **why) {
-  return mk_pool_submit(((lpool *)o)->p, r, why);
+static int submit_on_pool(lowner *o, mk_req *r, int *server, const char **why) {
+  lpool *lp = (lpool *)o;
+  int i = least_busy_replica(lp, r);
+  if (i >= 0) {
+    *server = i + 1;
+    if (mk_pool_submit(lp->replicas[i], r, why) == 0) return 0;
+    *server = 0;
+  }
+  return mk_pool_submit(lp->p, r, why);
 }
 
 static int pool_stream(lua_State *L) {
@@ -194,10 +243,15 @@ static int connected_lua(lua_State *L) {
   return 0;
 }
 
+/* connect() ends once every pool's connect() did, with the primary's outcome: replicas
+ * never fail it (raise_connect_errors is off for them; requests fall back meanwhile). */
 static void on_connected(mk_pool *p, const mk_error *err, void *ud) {
   lpool *lp = ud;
-  (void)p;
-  if (!lmk_silent(&lp->o)) lmk_enter(lp->o.st, connected_lua, lp, (void *)err);
+  if (p == lp->p && err) mk_error_set(&lp->connect_err, err->kind, mk_error_message(err));
+  if (--lp->connect_left > 0) return;
+  if (!lmk_silent(&lp->o))
+    lmk_enter(lp->o.st, connected_lua, lp, lp->connect_err.kind != MK_ERR_NONE ? &lp->connect_err : NULL);
+  mk_error_clear(&lp->connect_err);
 }
 
 /* Setup of a new connection: connection_factory(conn) in a coroutine; when its future
@@ -223,7 +277,7 @@ static int setup_finished(lua_State *L) {
   if (!pc || !lp->p || lmk_silent(&lp->o)) return 0;
   push_pool(L, lp);
   if (!lua_isnil(L, -1)) lent_clear(L, -1, pc);
-  mk_pool_setup_done(lp->p, pc, ok);
+  mk_pool_setup_done(mk_pconn_pool(pc), pc, ok);
   return 0;
 }
 
@@ -324,6 +378,7 @@ static void on_notice(mk_pool *p, mk_pconn *pc, const char *msg, void *ud) {
 /* Tracing (API §10): an event of the core pool, for the trace function. */
 typedef struct pool_event {
   mk_pool_event kind;
+  int server; /* the number of the server of its pool (lpool.replicas) */
   double ms;
   const mk_error *err;
 } pool_event;
@@ -338,6 +393,7 @@ static int event_lua(lua_State *L) {
   if (lua_isnil(L, 1)) return 0;
   lua_getiuservalue(L, 1, 1);
   lmk_trace_push_event(L, 2, names[ev->kind], ev->ms);
+  lmk_trace_set_server(L, 2, ev->server);
   if (ev->err && ev->err->kind != MK_ERR_NONE) {
     lmk_push_mk_error(L, ev->err);
     lua_setfield(L, -2, "error");
@@ -350,8 +406,11 @@ static int event_lua(lua_State *L) {
 static void on_event(mk_pool *p, mk_pool_event kind, double ms, const mk_error *err, void *ud) {
   lpool *lp = ud;
   pool_event ev;
-  (void)p;
+  int i;
   ev.kind = kind;
+  ev.server = 0;
+  for (i = 0; i < lp->nreplicas; i++)
+    if (lp->replicas[i] == p) ev.server = i + 1;
   ev.ms = ms;
   ev.err = err;
   if (!lmk_silent(&lp->o)) lmk_enter(lp->o.st, event_lua, lp, &ev);
@@ -369,7 +428,42 @@ static const char *const known_options[] = {
   "dsn", "setsession", "cursor_factory", "connection_factory", "loop", "on_notice",
   "pipeline", "statement_cache_size", "command_timeout", "size", "max_size", "raise_connect_errors",
   "reconnect_interval", "auto_shrink", "shrink_delay", "shrink_period", "acquire_timeout",
-  "max_waiting", "retry", "max_lifetime", "pipeline_depth", "trace", NULL};
+  "max_waiting", "retry", "max_lifetime", "pipeline_depth", "trace", "replicas", "replica_size", NULL};
+
+/* Makes the pools of the nreplicas replicas of the options table at uv: the primary's
+ * options o with the replica's dsn, replica_size connections kept open, grown to
+ * max_size as the primary's when max_size is above size, and no PartiallyConnectedError
+ * (requests fall back to the primary meanwhile). Returns 0, or -1 (nothing is left
+ * made) when memory ran out. */
+static int open_replicas(lua_State *L, lpool *lp, mk_loop *loop, const mk_pool_opts *o, int uv, int nreplicas,
+                         int replica_size) {
+  mk_pool_opts ro = *o;
+  int i;
+  if (nreplicas == 0) return 0;
+  ro.size = replica_size;
+  ro.max_size = o->max_size > o->size && o->max_size > replica_size ? o->max_size : replica_size;
+  ro.raise_connect_errors = 0;
+  lp->replicas = calloc((size_t)nreplicas, sizeof *lp->replicas);
+  if (!lp->replicas) return -1;
+  lua_getfield(L, uv, "replicas");
+  for (i = 0; i < nreplicas; i++) {
+    lua_rawgeti(L, -1, i + 1);
+    lua_getfield(L, -1, "dsn");
+    ro.conninfo = lua_tostring(L, -1); /* copied by mk_pool_new */
+    lp->replicas[i] = mk_pool_new(loop, &ro, lp->o.trace ? &traced_hooks : &hooks, lp);
+    lua_pop(L, 2);
+    if (!lp->replicas[i]) break;
+  }
+  lua_pop(L, 1);
+  if (i == nreplicas) {
+    lp->nreplicas = nreplicas;
+    return 0;
+  }
+  while (i-- > 0) mk_pool_release(lp->replicas[i]);
+  free(lp->replicas);
+  lp->replicas = NULL;
+  return -1;
+}
 
 /* momoko.Pool(opts) */
 static int l_pool(lua_State *L) {
@@ -377,7 +471,7 @@ static int l_pool(lua_State *L) {
   mk_pool_opts o;
   lpool *lp;
   mk_loop *loop;
-  int uv, n = 0;
+  int uv, n = 0, nreplicas, replica_size;
   const char **sess = NULL;
   if (!lua_istable(L, 1))
     return lmk_raise(L, MK_ERR_INTERFACE, "Pool: an options table expected, got %s", luaL_typename(L, 1));
@@ -396,6 +490,7 @@ static int l_pool(lua_State *L) {
   o.max_waiting = lmk_opt_int(L, 1, "max_waiting", -1, 0, 0x7fffffff, "Pool");
   o.max_lifetime_ms = lmk_opt_int(L, 1, "max_lifetime", 3600000, 0, 0x7fffffff, "Pool");
   o.pipeline_depth = lmk_opt_int(L, 1, "pipeline_depth", 16, 1, 100000, "Pool");
+  replica_size = lmk_opt_int(L, 1, "replica_size", o.size, 1, 10000, "Pool");
   lua_getfield(L, 1, "retry");
   if (lua_isnil(L, -1) || (lua_type(L, -1) == LUA_TSTRING && strcmp(lua_tostring(L, -1), "safe") == 0))
     o.retry = MK_RETRY_SAFE;
@@ -418,6 +513,7 @@ static int l_pool(lua_State *L) {
   lua_getfield(L, uv, "statement_cache_size");
   o.statement_cache_size = (int)lua_tointeger(L, -1);
   lua_pop(L, 2);
+  nreplicas = lmk_options_replicas(L, 1, uv, "Pool");
   sess = lmk_setsession(L, uv, &n);
   lua_getfield(L, uv, "dsn");
   o.conninfo = lua_tostring(L, -1);
@@ -430,6 +526,11 @@ static int l_pool(lua_State *L) {
   lua_setfield(L, uv, "pool"); /* lent connections reach their pool through it */
   lp->p = mk_pool_new(loop, &o, lp->o.trace ? &traced_hooks : &hooks, lp); /* copies conninfo and setsession */
   if (!lp->p) return lmk_raise(L, MK_ERR_INTERFACE, "Pool: out of memory");
+  if (open_replicas(L, lp, loop, &o, uv, nreplicas, replica_size) < 0) {
+    mk_pool_release(lp->p);
+    lp->p = NULL;
+    return lmk_raise(L, MK_ERR_INTERFACE, "Pool: out of memory");
+  }
   lp->o.finalized = 0;
   st->nhandles++;
   lp->closer.close = pool_close_at_shutdown;
@@ -438,10 +539,15 @@ static int l_pool(lua_State *L) {
 }
 
 static void pool_free(lpool *lp) {
+  int i;
   if (!lp->p) return;
   lp->o.finalized = 1;
   mk_pool_release(lp->p);
   lp->p = NULL;
+  for (i = 0; i < lp->nreplicas; i++) mk_pool_release(lp->replicas[i]);
+  free(lp->replicas);
+  lp->replicas = NULL;
+  lp->nreplicas = 0;
   lp->o.st->nhandles--;
   lmk_closer_remove(&lp->closer);
 }
@@ -459,6 +565,7 @@ static int pool_gc(lua_State *L) {
 
 static int pool_connect(lua_State *L) {
   lpool *lp = check_pool(L, 1);
+  int i;
   lua_settop(L, 1);
   if (!lp->p || mk_pool_closed(lp->p)) return lmk_raise(L, MK_ERR_POOL, "connect: pool is closed");
   if (lp->connect_ref != LUA_NOREF) {
@@ -476,7 +583,9 @@ static int pool_connect(lua_State *L) {
   lua_pushvalue(L, -1);
   lp->connect_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   lmk_pend(L, &lp->o, 1);
+  lp->connect_left = 1 + lp->nreplicas;
   mk_pool_connect(lp->p);
+  for (i = 0; i < lp->nreplicas; i++) mk_pool_connect(lp->replicas[i]);
   return 1;
 }
 
@@ -600,8 +709,33 @@ static int pool_check_params(lua_State *L) {
 
 static int pool_close(lua_State *L) {
   lpool *lp = check_pool(L, 1);
+  int i;
   if (lp->p) mk_pool_close(lp->p);
+  for (i = 0; i < lp->nreplicas; i++) mk_pool_close(lp->replicas[i]);
   return 0;
+}
+
+/* Pushes stats().replicas (a pool without replicas has none): for each replica, in the order of opts.replicas,
+ * {dsn_host =, free =, busy =, dead =} (dsn_host: its DSN's host or hostaddr). */
+static void push_replica_stats(lua_State *L, lpool *lp) {
+  int i;
+  lua_createtable(L, lp->nreplicas, 0);
+  lua_getiuservalue(L, 1, 1);
+  for (i = 0; i < lp->nreplicas; i++) {
+    mk_pool_stats s;
+    mk_pool_stats_of(lp->replicas[i], &s);
+    lua_createtable(L, 0, 4);
+    lmk_options_replica_host(L, -2, i + 1);
+    lua_setfield(L, -2, "dsn_host");
+    lua_pushinteger(L, s.free);
+    lua_setfield(L, -2, "free");
+    lua_pushinteger(L, s.busy);
+    lua_setfield(L, -2, "busy");
+    lua_pushinteger(L, s.dead);
+    lua_setfield(L, -2, "dead");
+    lua_rawseti(L, -3, i + 1);
+  }
+  lua_pop(L, 1);
 }
 
 static int pool_stats(lua_State *L) {
@@ -624,6 +758,10 @@ static int pool_stats(lua_State *L) {
   FIELD(reconnects);
   FIELD(retries);
 #undef FIELD
+  if (lp->nreplicas > 0) {
+    push_replica_stats(L, lp);
+    lua_setfield(L, -2, "replicas");
+  }
   return 1;
 }
 

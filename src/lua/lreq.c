@@ -41,6 +41,7 @@ struct lreq {
   double t0;      /* with a trace function: when it was built (lmk_trace_clock) */
   lua_Integer rows; /* with a trace function: its rowcount, summed over statements; -1: none */
   lcopy *copy;      /* copy_from, copy_to: their data (lcopy.h); else NULL */
+  int server;       /* where its owner ran it, for the query event (lmk_trace_set_server) */
 };
 
 /* Frees q, its request and the results no cursor took. Runs no Lua. */
@@ -131,6 +132,7 @@ static int trace_lua(lua_State *L) {
   lua_getiuservalue(L, -1, 1);
   uv = lua_gettop(L);
   lmk_trace_push_event(L, uv, "query", lmk_trace_clock() - q->t0);
+  lmk_trace_set_server(L, uv, q->server);
   if (lua_getiuservalue(L, fut, SLOT_SQL) == LUA_TTABLE) {
     luaL_Buffer b;
     lua_Integer i, n = (lua_Integer)lua_rawlen(L, -1);
@@ -482,6 +484,7 @@ static lreq *build(lua_State *L, lowner *o, lmk_req_cancel_fn cancel, int first,
   q->rows = -1;
   q->in_done = 0;
   q->copy = NULL;
+  q->server = 0;
   lmk_future_set_cancel(f, cancel_req, q);
   return q;
 nomem:
@@ -495,6 +498,18 @@ nomem:
 }
 
 mk_req *lmk_req_core(lreq *q) { return q->r; }
+
+void lmk_req_set_server(lreq *q, int server) { q->server = server; }
+
+unsigned lmk_req_readonly_opt(lua_State *L, int opts, const char *who) {
+  int t;
+  if (!opts) return 0;
+  t = lua_getfield(L, opts, "readonly");
+  if (t != LUA_TNIL && t != LUA_TBOOLEAN) lmk_raise(L, MK_ERR_INTERFACE, "%s: opts.readonly must be a boolean", who);
+  t = lua_toboolean(L, -1);
+  lua_pop(L, 1);
+  return t ? MK_REQ_READONLY : 0;
+}
 
 int lmk_req_refuse(lua_State *L, lreq *q, mk_kind kind, const char *why, int raise) {
   lmk_future_set_cancel(q->f, NULL, NULL);
@@ -518,7 +533,7 @@ lreq *lmk_req_execute(lua_State *L, lowner *o, lmk_req_cancel_fn cancel) {
   int opts = opt_table(L, 4, "execute");
   lua_settop(L, 4);
   lmk_params_check(L, 2, 3);
-  return build(L, o, cancel, 5, 1, 0, R_CURSOR, opts);
+  return build(L, o, cancel, 5, 1, lmk_req_readonly_opt(L, opts, "execute"), R_CURSOR, opts);
 }
 
 lreq *lmk_req_callproc(lua_State *L, lowner *o, lmk_req_cancel_fn cancel) {
@@ -565,7 +580,7 @@ lreq *lmk_req_callproc(lua_State *L, lowner *o, lmk_req_cancel_fn cancel) {
   luaL_pushresult(&b);
   lua_replace(L, 2);
   lmk_params_check(L, 2, 3);
-  return build(L, o, cancel, 5, 1, 0, R_CURSOR, opts);
+  return build(L, o, cancel, 5, 1, lmk_req_readonly_opt(L, opts, "callproc"), R_CURSOR, opts);
 }
 
 lreq *lmk_req_transaction(lua_State *L, lowner *o, lmk_req_cancel_fn cancel) {

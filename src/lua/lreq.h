@@ -31,6 +31,13 @@ lreq *lmk_req_copy_from(lua_State *L, lowner *o, lmk_req_cancel_fn cancel);
 lreq *lmk_req_copy_to(lua_State *L, lowner *o, lmk_req_cancel_fn cancel);
 /* The core request of q. */
 mk_req *lmk_req_core(lreq *q);
+/* Records that q runs on server number server of its owner (0: the owner's dsn, i > 0:
+ * its read replica i): its query event names that host (lmk_trace_set_server). */
+void lmk_req_set_server(lreq *q, int server);
+/* MK_REQ_READONLY when the opts table at opts (0: none) has readonly = true, else 0;
+ * any other value than a boolean or nil raises InterfaceError naming who. execute,
+ * callproc and streams take it (a pool may run them on a read replica). */
+unsigned lmk_req_readonly_opt(lua_State *L, int opts, const char *who);
 /* The core refused q (not submitted): frees it and its request, then raises kind with
  * why (raise set) or fails q's future, which is on top of the stack, with it. Returns
  * 1 (the future) when it does not raise. */

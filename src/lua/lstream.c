@@ -47,6 +47,7 @@ typedef struct lstream {
   int ending;    /* on_done runs Lua: a finalizer of the userdata leaves the free to it */
   lua_Integer rownumber; /* rows handed out */
   double t0;     /* with a trace function: when the stream was opened */
+  int server;    /* where its owner ran it, for the query event (lmk_trace_set_server) */
 } lstream;
 
 typedef struct stream_ud {
@@ -230,6 +231,7 @@ static int end_lua(lua_State *L) {
   }
   if (s->o->trace) {
     lmk_trace_push_event(L, uv, "query", lmk_trace_clock() - s->t0);
+    lmk_trace_set_server(L, uv, s->server);
     lua_rawgeti(L, 1, ST_SQL);
     lua_setfield(L, -2, "sql");
     lua_pushinteger(L, s->rownumber);
@@ -373,6 +375,7 @@ static int s_tostring(lua_State *L) {
 
 int lmk_stream_open(lua_State *L, lowner *o, lmk_stream_submit_fn submit, lmk_req_cancel_fn cancel) {
   int opts = 0, chunk = DEFAULT_CHUNK, kind, dict, st;
+  unsigned readonly = 0;
   const char *why = NULL;
   stream_ud *u;
   lstream *s;
@@ -391,6 +394,7 @@ int lmk_stream_open(lua_State *L, lowner *o, lmk_stream_submit_fn submit, lmk_re
       chunk = (int)lua_tointeger(L, -1);
     }
     lua_pop(L, 1);
+    readonly = lmk_req_readonly_opt(L, opts, "stream");
     lua_getfield(L, opts, "cursor_factory");
     if (!lua_isnil(L, -1)) lmk_check_factory(L, -1, "opts");
   } else {
@@ -420,7 +424,7 @@ int lmk_stream_open(lua_State *L, lowner *o, lmk_stream_submit_fn submit, lmk_re
   lua_pushvalue(L, st);
   lua_setiuservalue(L, -2, 1);
   s = calloc(1, sizeof *s);
-  r = s ? mk_req_new(1, MK_REQ_STREAM, 0, on_done, s) : NULL;
+  r = s ? mk_req_new(1, MK_REQ_STREAM | readonly, 0, on_done, s) : NULL;
   if (s) s->rows = calloc((size_t)chunk, sizeof *s->rows);
   if (!s || !r || !s->rows || lmk_params_fill(L, r, 0, 5) < 0) {
     if (s) free(s->rows);
@@ -443,7 +447,7 @@ int lmk_stream_open(lua_State *L, lowner *o, lmk_stream_submit_fn submit, lmk_re
   mk_req_set_io(r, &io);
   lmk_pend(L, o, 1);
   s->pended = 1;
-  kind = submit(o, r, &why);
+  kind = submit(o, r, &s->server, &why);
   if (kind) { /* refused: the stream ended with that error */
     s->r = NULL;
     s->ended = 1;

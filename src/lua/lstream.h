@@ -10,8 +10,9 @@
 #include "lreq.h"
 
 /* Hands the stream's request to the owner's connection or pool: 0, or the kind of the
- * refusal with *why. */
-typedef int (*lmk_stream_submit_fn)(lowner *o, mk_req *r, const char **why);
+ * refusal with *why. *server (0 before the call) is set to the owner's number of the
+ * server it went to, for the query event (see lmk_req_set_server). */
+typedef int (*lmk_stream_submit_fn)(lowner *o, mk_req *r, int *server, const char **why);
 
 /* owner:stream(sql, params?, opts?) with the owner's userdata at 1 (checked by the
  * caller): parses the arguments (InterfaceError before anything is allocated), submits
