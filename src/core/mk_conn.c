@@ -386,7 +386,7 @@ static int cache_gone(mk_conn *c, mk_req *r) {
   "the server session changed between requests, as behind a pooler in transaction mode "   \
   "(for PgBouncer set pgbouncer = true, which turns the statement cache off)"
 
-/* 1 if r failed with 26000 about a statement the cache prepared on this connection while
+/* 1 if r failed with 26000 about a statement the server prepared for the cache while
  * no DEALLOCATE or DISCARD of the owner's ran on it: the server session is not the one
  * the statement was prepared on (a pooler in transaction mode handed the client to
  * another one). The statement is forgotten and the error says so; r is not run again
@@ -401,7 +401,9 @@ static int session_changed(mk_conn *c, mk_req *r) {
   for (i = 0; i < r->nstmts; i++) {
     mk_stmt *st = &r->stmts[i];
     char quoted[MK_TEXT_NUMLEN + 8], name[MK_TEXT_NUMLEN + 3];
-    if (!st->cache_id || st->prepare == 1) continue;
+    /* only a statement the server prepared: one whose PREPARE failed earlier in the
+     * pipeline was never there (cache_gone runs it again) */
+    if (!st->cache_id || st->prepare == 1 || !mk_stmtcache_confirmed(c->cache, st->cache_id)) continue;
     stmt_name(c, name, st->cache_id);
     snprintf(quoted, sizeof quoted, "\"%s\"", name);
     if (!strstr(msg, quoted)) continue;
@@ -1153,7 +1155,10 @@ static void take_result(mk_conn *c, mk_req *r, PGresult *res) {
   case PGRES_EMPTY_QUERY:
     if (r->prep_phase && status == PGRES_COMMAND_OK) {
       mk_stmt *st = step_stmt(r);
-      if (st) st->prepare = 2; /* the server has it */
+      if (st) {
+        st->prepare = 2; /* the server has it */
+        if (c->cache) mk_stmtcache_confirm(c->cache, st->cache_id);
+      }
     }
     if (user_step && r->done != dealloc_done && status == PGRES_COMMAND_OK && drops_statements(PQcmdStatus(res)))
       c->session_reset_seen = 1;
