@@ -244,10 +244,11 @@ describe("statement cache", function()
       local ra, rb = prepared(a, sql), prepared(b, sql)
       assert.is_true(#ra <= 1 and #rb <= 1)
       assert.is_true(#ra + #rb >= 1)
-      -- numbered by each connection's own cache: the first statement each prepared
+      -- named by each connection's own cache, from a random base: never alike
       for _, rows in ipairs({ra, rb}) do
-        if rows[1] then assert.equal("mk_1", rows[1][1]) end
+        if rows[1] then assert.matches("^mk_%d+$", rows[1][1]) end
       end
+      if ra[1] and rb[1] then assert.are_not.equal(ra[1][1], rb[1][1]) end
       pool:putconn(a)
       pool:putconn(b)
     end)

@@ -227,6 +227,18 @@ local function check_channel(who, channel)
   end
 end
 
+-- LISTEN needs a session of its own, which PgBouncer in transaction mode never gives: a
+-- future failed with NotSupportedError, or nil when self is not behind it.
+local function refused_by_pgbouncer(self)
+  if not private.owner_options(self).pgbouncer then return nil end
+  local f = core.future()
+  fail(f, core.error("NotSupportedError",
+    "listen: not supported with pgbouncer = true: LISTEN needs a session of its own, which " ..
+    "PgBouncer in transaction mode hands to other clients between requests (listen on a " ..
+    "Connection straight to PostgreSQL)"))
+  return f
+end
+
 local function own_state(self, who)
   local st = listen_state(self)
   if st == nil then
@@ -242,6 +254,8 @@ function methods.listen(self, channel, fn)
   if type(fn) ~= "function" then
     error(interface_error("listen: fn must be a function, got " .. type(fn)), 2)
   end
+  local refused = refused_by_pgbouncer(self)
+  if refused then return refused end
   local st = own_state(self, "listen")
   local sql = "LISTEN " .. self:escape_identifier(channel)
   st.handlers[channel] = fn
@@ -341,6 +355,8 @@ function pool_methods.listen(self, channel, fn, opts)
     error(interface_error("listen: opts.on_reconnect must be a function"), 2)
   end
   if self.closed then error(interface_error("listen: pool is closed"), 2) end
+  local refused = refused_by_pgbouncer(self)
+  if refused then return refused end
   local st = listen_state(self)
   st.channels = st.channels or {}
   st.interval = st.interval or 500

@@ -20,6 +20,7 @@
 
 #include <libpq-events.h>
 #include <limits.h>
+#include <openssl/rand.h>
 #include <openssl/ssl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -89,6 +90,9 @@ struct mk_conn {
   int pipeline;       /* mk_conn_set_pipeline */
   int cache_size;     /* mk_conn_set_statement_cache */
   mk_stmtcache *cache; /* made at the end of the handshake when cache_size > 0 */
+  unsigned long long stmt_base; /* random, made with the cache: statement id is named
+                                 * mk_<stmt_base + id>, a name no other session uses */
+  int session_reset_seen; /* a DEALLOCATE or DISCARD of the owner's ran on the session */
   unsigned *deallocs; /* cached statements to DEALLOCATE once out of a transaction */
   int ndeallocs, deallocs_cap;
   int dealloc_hold;  /* deallocs that hold new sends back: DEALLOC_HOLD, doubled by each
@@ -296,10 +300,14 @@ static void dealloc_done(mk_req *r, void *ud) {
   mk_req_free(r);
 }
 
+static void stmt_name(const mk_conn *c, char *out, unsigned id);
+
 static void send_dealloc(mk_conn *c, unsigned id) {
-  char sql[40];
+  char sql[MK_TEXT_NUMLEN + 16], name[MK_TEXT_NUMLEN + 3];
   mk_req *r;
-  int n = snprintf(sql, sizeof sql, "DEALLOCATE mk_%u", id);
+  int n;
+  stmt_name(c, name, id);
+  n = snprintf(sql, sizeof sql, "DEALLOCATE %s", name);
   r = mk_req_new(1, 0, 0, dealloc_done, NULL);
   if (!r) return; /* no memory: the statement stays on the server until the session ends */
   if (mk_req_stmt(r, 0, sql, (size_t)n, -1) < 0) {
@@ -360,8 +368,9 @@ static int cache_gone(mk_conn *c, mk_req *r) {
   if (stale && (!where || strcmp(where, "RevalidateCachedQuery") != 0)) return 0;
   for (i = 0; i < r->nstmts; i++) {
     mk_stmt *st = &r->stmts[i];
-    char quoted[32];
-    snprintf(quoted, sizeof quoted, "\"mk_%u\"", st->cache_id);
+    char quoted[MK_TEXT_NUMLEN + 8], name[MK_TEXT_NUMLEN + 3];
+    stmt_name(c, name, st->cache_id);
+    snprintf(quoted, sizeof quoted, "\"%s\"", name);
     /* 26000 about this cache's statement (the message names it in any language), not
      * about one the SQL itself names (EXECUTE with params) */
     if (!stale && (!msg || !strstr(msg, quoted))) continue;
@@ -372,6 +381,46 @@ static int cache_gone(mk_conn *c, mk_req *r) {
     }
   }
   return used;
+}
+
+/* What a 26000 about a cached statement says when nothing dropped it (session_changed). */
+#define SESSION_CHANGED_MSG                                                                  \
+  "%s: momoko's statement cache prepared it on this connection and nothing dropped it, so " \
+  "the server session changed between requests, as behind a pooler in transaction mode "   \
+  "(for PgBouncer set pgbouncer = true, which turns the statement cache off)"
+
+/* 1 if r failed with 26000 about a statement the server prepared for the cache while
+ * no DEALLOCATE or DISCARD of the owner's ran on it: the server session is not the one
+ * the statement was prepared on (a pooler in transaction mode handed the client to
+ * another one). The statement is forgotten and the error says so; r is not run again
+ * (cache_gone's re-run is for statements the owner dropped). */
+static int session_changed(mk_conn *c, mk_req *r) {
+  const char *state, *msg;
+  int i, found = 0;
+  if (!c->cache || c->session_reset_seen || !r->err.res || r->err.message) return 0;
+  state = PQresultErrorField(r->err.res, PG_DIAG_SQLSTATE);
+  msg = PQresultErrorField(r->err.res, PG_DIAG_MESSAGE_PRIMARY);
+  if (!state || strcmp(state, "26000") != 0 || !msg) return 0;
+  for (i = 0; i < r->nstmts; i++) {
+    mk_stmt *st = &r->stmts[i];
+    char quoted[MK_TEXT_NUMLEN + 8], name[MK_TEXT_NUMLEN + 3];
+    /* only a statement the server prepared: one whose PREPARE failed earlier in the
+     * pipeline was never there (cache_gone runs it again) */
+    if (!st->cache_id || st->prepare == 1 || !mk_stmtcache_confirmed(c->cache, st->cache_id)) continue;
+    stmt_name(c, name, st->cache_id);
+    snprintf(quoted, sizeof quoted, "\"%s\"", name);
+    if (!strstr(msg, quoted)) continue;
+    found = 1;
+    mk_stmtcache_forget(c->cache, st->cache_id);
+  }
+  if (!found) return 0;
+  {
+    int n = snprintf(NULL, 0, SESSION_CHANGED_MSG, msg);
+    char *text = n > 0 ? malloc((size_t)n + 1) : NULL;
+    if (text) snprintf(text, (size_t)n + 1, SESSION_CHANGED_MSG, msg);
+    r->err.message = text; /* NULL (no memory): the server's message stays */
+  }
+  return 1;
 }
 
 /* Forgets the statements r prepared without the server confirming it (the PREPARE
@@ -432,7 +481,7 @@ static void park(mk_conn *c, mk_req *r) {
 static void complete(mk_conn *c, mk_req *r) {
   int again = 0;
   if (r->sent && r->err.kind != MK_ERR_NONE) forget_unconfirmed(c, r);
-  if (r->sent) again = run_again(c, r);
+  if (r->sent && !session_changed(c, r)) again = run_again(c, r);
   if (again) {
     int cache_retried = r->cache_retried, stray_retried = r->stray_retried, timed_out = r->timed_out;
     mk_timer *timer = r->timer;
@@ -768,11 +817,11 @@ static void use_cache(mk_conn *c, mk_stmt *st) {
   st->prepare = u.prepare;
 }
 
-/* The server-side name of cached statement id, "mk_<id>", in out (MK_TEXT_NUMLEN + 3
- * bytes). */
-static void stmt_name(char *out, unsigned id) {
+/* The server-side name of cached statement id, "mk_<stmt_base + id>", in out
+ * (MK_TEXT_NUMLEN + 3 bytes). */
+static void stmt_name(const mk_conn *c, char *out, unsigned id) {
   memcpy(out, "mk_", 3);
-  mk_text_int(out + 3, (long long)id);
+  mk_text_int(out + 3, (long long)(c->stmt_base + id));
 }
 
 /* Hands one command of r's current step to libpq: the PREPARE of its statement when
@@ -788,7 +837,7 @@ static int send_command(mk_conn *c, mk_req *r, int prep) {
   if (!st->cache_id)
     return PQsendQueryParams(c->pg, st->sql, st->nparams, st->types, (const char *const *)st->values,
                              st->lengths, st->formats, 0);
-  stmt_name(name, st->cache_id);
+  stmt_name(c, name, st->cache_id);
   if (prep) return PQsendPrepare(c->pg, name, st->sql, st->nparams, st->types);
   return PQsendQueryPrepared(c->pg, name, st->nparams, (const char *const *)st->values, st->lengths,
                              st->formats, 0);
@@ -1021,6 +1070,11 @@ static void flush_rows(mk_req *r) {
   (void)r->io.row(r, NULL, r->io.ud); /* no row: nothing to stop for */
 }
 
+/* 1 for the command tag of a command that drops prepared statements of the session. */
+static int drops_statements(const char *tag) {
+  return tag && (strncmp(tag, "DEALLOCATE", 10) == 0 || strncmp(tag, "DISCARD", 7) == 0);
+}
+
 /* Files one PGresult of r's current step. Only results that carry rows or a command's
  * outcome are kept as results; every other status ends in an error or a notice. */
 static void take_result(mk_conn *c, mk_req *r, PGresult *res) {
@@ -1104,8 +1158,13 @@ static void take_result(mk_conn *c, mk_req *r, PGresult *res) {
   case PGRES_EMPTY_QUERY:
     if (r->prep_phase && status == PGRES_COMMAND_OK) {
       mk_stmt *st = step_stmt(r);
-      if (st) st->prepare = 2; /* the server has it */
+      if (st) {
+        st->prepare = 2; /* the server has it */
+        if (c->cache) mk_stmtcache_confirm(c->cache, st->cache_id);
+      }
     }
+    if (user_step && r->done != dealloc_done && status == PGRES_COMMAND_OK && drops_statements(PQcmdStatus(res)))
+      c->session_reset_seen = 1;
     if (r->err.kind != MK_ERR_NONE || !user_step) {
       PQclear(res);
       return;
@@ -1301,6 +1360,19 @@ static void setsession_done(mk_req *r, void *ud) {
   if (c->state == MK_CONN_CONNECTING) became_ready(c);
 }
 
+/* A random base for the names of the connection's cached statements, below 2^62 (so
+ * that base + id fits a long long). Random, so that no two sessions, of this process
+ * or another, name statements alike: a pooler that hands server sessions around (as
+ * PgBouncer in transaction mode does) then makes a cached statement "not exist"
+ * (26000) on the wrong server session, and never runs another client's statement of
+ * the same name. Without OpenSSL's generator, the clock and c's address. */
+static unsigned long long random_stmt_base(const mk_conn *c) {
+  unsigned long long v = 0;
+  if (RAND_bytes((unsigned char *)&v, (int)sizeof v) != 1)
+    v = (unsigned long long)mk_loop_now(c->loop) * 0x9e3779b97f4a7c15ULL ^ (unsigned long long)(uintptr_t)c;
+  return v >> 2;
+}
+
 /* libpq is connected: switch to non-blocking sends, then run setsession, if any, at the
  * head of the queue before anything the owner queued meanwhile. */
 static void handshake_done(mk_conn *c) {
@@ -1317,6 +1389,7 @@ static void handshake_done(mk_conn *c) {
     connect_fail_msg(c, "out of memory");
     return;
   }
+  if (c->cache) c->stmt_base = random_stmt_base(c);
   if (!ss) {
     became_ready(c);
     return;

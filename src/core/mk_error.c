@@ -85,13 +85,14 @@ void mk_error_take_result(mk_error *e, PGresult *res) {
 }
 
 const char *mk_error_message(const mk_error *e) {
+  if (e->message) return e->message;
   if (e->res) {
     const char *m = PQresultErrorField(e->res, PG_DIAG_MESSAGE_PRIMARY);
     if (m) return m;
     m = PQresultErrorMessage(e->res);
     if (m && *m) return m;
   }
-  return e->message ? e->message : oom_message;
+  return oom_message;
 }
 
 void mk_error_clear(mk_error *e) {

@@ -29,7 +29,8 @@ typedef enum mk_kind {
  * its fields. The holder owns message and res; mk_error_clear frees both. */
 typedef struct mk_error {
   mk_kind kind;
-  char *message; /* malloc'd; NULL when res carries the message */
+  char *message; /* malloc'd; NULL when res carries the message; with res, it says more
+                  * than the server's primary message and replaces it */
   PGresult *res;
 } mk_error;
 
@@ -47,7 +48,7 @@ void mk_error_set(mk_error *e, mk_kind kind, const char *msg);
  * (libpq's own errors: a lost connection, or an answer libpq could not understand, the
  * server's fault either way), OperationalError. */
 void mk_error_take_result(mk_error *e, PGresult *res);
-/* The message to show: the server's primary message or the stored text. */
+/* The message to show: the stored text, else the server's primary message. */
 const char *mk_error_message(const mk_error *e);
 void mk_error_clear(mk_error *e);
 /* Moves src into dst (dst must be clear); src is left clear. */

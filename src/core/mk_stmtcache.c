@@ -15,6 +15,7 @@ typedef struct entry {
   int nparams;
   Oid *types;
   unsigned id; /* 0 until its second run */
+  int confirmed; /* the server answered its PREPARE */
 } entry;
 
 struct mk_stmtcache {
@@ -154,6 +155,24 @@ int mk_stmtcache_forget(mk_stmtcache *sc, unsigned id) {
     }
   }
   return 0;
+}
+
+static entry *find_id(const mk_stmtcache *sc, unsigned id) {
+  entry *e;
+  if (id == 0) return NULL;
+  for (e = sc->head; e; e = e->next)
+    if (e->id == id) return e;
+  return NULL;
+}
+
+void mk_stmtcache_confirm(mk_stmtcache *sc, unsigned id) {
+  entry *e = find_id(sc, id);
+  if (e) e->confirmed = 1;
+}
+
+int mk_stmtcache_confirmed(const mk_stmtcache *sc, unsigned id) {
+  const entry *e = find_id(sc, id);
+  return e && e->confirmed;
 }
 
 int mk_stmtcache_count(const mk_stmtcache *sc) { return sc->count; }

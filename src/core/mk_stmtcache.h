@@ -31,6 +31,10 @@ int mk_stmtcache_use(mk_stmtcache *sc, const char *sql, int nparams, const Oid *
 /* Forgets the entry prepared as id (its prepare failed, or the server dropped or
  * invalidated it). Returns 1 if there was one, 0 otherwise. */
 int mk_stmtcache_forget(mk_stmtcache *sc, unsigned id);
+/* Records that the server prepared the entry id (its PREPARE succeeded). */
+void mk_stmtcache_confirm(mk_stmtcache *sc, unsigned id);
+/* 1 if there is an entry id and the server prepared it. */
+int mk_stmtcache_confirmed(const mk_stmtcache *sc, unsigned id);
 /* Number of entries. */
 int mk_stmtcache_count(const mk_stmtcache *sc);
 

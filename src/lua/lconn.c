@@ -297,7 +297,7 @@ static void conn_close_at_shutdown(lmk_closer *c);
 
 static const char *const known_options[] = {
   "dsn", "setsession", "cursor_factory", "connection_factory", "loop", "on_notice",
-  "pipeline", "statement_cache_size", "command_timeout", "trace", NULL};
+  "pipeline", "statement_cache_size", "pgbouncer", "command_timeout", "trace", NULL};
 
 /* Pushes a new Connection userdata, created closed (finalized until it gets its
  * connection), with the options table at uv. */

@@ -106,8 +106,19 @@ mk_loop *lmk_options_shared(lua_State *L, int opts, int uv, const char *who) {
   lua_setfield(L, uv, "on_notice");
   lua_pushboolean(L, lmk_opt_bool(L, opts, "pipeline", 0, who));
   lua_setfield(L, uv, "pipeline");
-  lua_pushinteger(L, lmk_opt_int(L, opts, "statement_cache_size", 100, 0, 100000, who));
-  lua_setfield(L, uv, "statement_cache_size");
+  {
+    /* PgBouncer in transaction mode: no named statements, so no statement cache */
+    int pgbouncer = lmk_opt_bool(L, opts, "pgbouncer", 0, who);
+    int cache = lmk_opt_int(L, opts, "statement_cache_size", pgbouncer ? 0 : 100, 0, 100000, who);
+    if (pgbouncer && cache > 0)
+      lmk_raise(L, MK_ERR_INTERFACE,
+                "%s: statement_cache_size must be 0 with pgbouncer = true (PgBouncer in transaction mode "
+                "keeps no prepared statement between requests)", who);
+    lua_pushboolean(L, pgbouncer);
+    lua_setfield(L, uv, "pgbouncer");
+    lua_pushinteger(L, cache);
+    lua_setfield(L, uv, "statement_cache_size");
+  }
   lua_getfield(L, opts, "trace");
   if (!lua_isnil(L, -1) && !lua_isfunction(L, -1))
     lmk_raise(L, MK_ERR_INTERFACE, "%s: trace must be a function", who);

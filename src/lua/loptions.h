@@ -12,8 +12,9 @@ void lmk_options_known(lua_State *L, int opts, const char *const *known, const c
 /* Checks and copies the options shared by Connection and Pool from the table at opts
  * into the table at uv: dsn (parsed now: a malformed one raises; host, hostaddr, port
  * and dbname are kept for tostring, never the password), setsession, cursor_factory,
- * connection_factory, on_notice, pipeline (boolean), statement_cache_size (0 to 100000,
- * default 100), trace (a function or nil), command_timeout (ms, a non-negative integer; 0, the default, for none;
+ * connection_factory, on_notice, pipeline (boolean), pgbouncer (boolean: PgBouncer in
+ * transaction mode), statement_cache_size (0 to 100000, default 100, or 0 with pgbouncer,
+ * which refuses any other), trace (a function or nil), command_timeout (ms, a non-negative integer; 0, the default, for none;
  * lreq.c reads it), an empty decoders table and an empty types
  * table (ltypes.c). Returns the loop. */
 mk_loop *lmk_options_shared(lua_State *L, int opts, int uv, const char *who);

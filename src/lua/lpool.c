@@ -426,7 +426,7 @@ static void pool_close_at_shutdown(lmk_closer *c);
 
 static const char *const known_options[] = {
   "dsn", "setsession", "cursor_factory", "connection_factory", "loop", "on_notice",
-  "pipeline", "statement_cache_size", "command_timeout", "size", "max_size", "raise_connect_errors",
+  "pipeline", "statement_cache_size", "pgbouncer", "command_timeout", "size", "max_size", "raise_connect_errors",
   "reconnect_interval", "auto_shrink", "shrink_delay", "shrink_period", "acquire_timeout",
   "max_waiting", "retry", "max_lifetime", "pipeline_depth", "trace", "replicas", "replica_size", NULL};
 
