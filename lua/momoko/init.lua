@@ -218,12 +218,24 @@ end
 -- kept in the pool's LISTEN state and reopened after a loss.
 local listen_state = private.listen_state
 
+-- A channel is an identifier: PostgreSQL would cut a longer LISTEN name to
+-- NAMEDATALEN - 1 bytes (so a NOTIFY of the full name never reaches it) and refuses an
+-- empty one.
+local CHANNEL_MAX = 63
+
 local function check_channel(who, channel)
   if type(channel) ~= "string" then
     error(interface_error(who .. ": channel must be a string, got " .. type(channel)), 3)
   end
   if channel:find("\0", 1, true) then
     error(interface_error(who .. ": channel contains a NUL byte"), 3)
+  end
+  if channel == "" then
+    error(interface_error(who .. ": channel must not be empty"), 3)
+  end
+  if #channel > CHANNEL_MAX then
+    error(interface_error(string.format("%s: channel is %d bytes long; PostgreSQL allows at most %d",
+      who, #channel, CHANNEL_MAX)), 3)
   end
 end
 

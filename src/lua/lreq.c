@@ -545,8 +545,11 @@ lreq *lmk_req_callproc(lua_State *L, lowner *o, lmk_req_cancel_fn cancel) {
   lua_settop(L, 4);
   if (lua_type(L, 2) != LUA_TSTRING) lmk_raise(L, MK_ERR_INTERFACE, "callproc: name must be a string");
   name = lua_tolstring(L, 2, &len);
+  if (strlen(name) != len) lmk_raise(L, MK_ERR_INTERFACE, "callproc: name contains a NUL byte");
   if (!mk_sql_is_routine_name(name, len))
-    lmk_raise(L, MK_ERR_INTERFACE, "callproc: '%s' is not a routine name", name);
+    lmk_raise(L, MK_ERR_INTERFACE,
+              "callproc: '%s' is not a routine name (one to three dot-separated identifiers, plain or "
+              "double-quoted, of at most %d bytes each)", name, MK_SQL_NAME_MAX);
   if (!lua_isnil(L, 3)) {
     /* positional only: the count must be known before the SQL is built */
     if (!lua_istable(L, 3)) lmk_raise(L, MK_ERR_INTERFACE, "callproc: params must be an array");
