@@ -251,6 +251,15 @@ local function refused_by_pgbouncer(self)
   return f
 end
 
+-- The channel as an identifier for LISTEN/UNLISTEN, escaped on the connected Connection
+-- self (an InterfaceError naming who otherwise).
+local function quoted_channel(self, who, channel)
+  if self.pid == nil then
+    error(interface_error(who .. ": connection is not connected"), 3)
+  end
+  return self:escape_identifier(channel)
+end
+
 local function own_state(self, who)
   local st = listen_state(self)
   if st == nil then
@@ -269,7 +278,7 @@ function methods.listen(self, channel, fn)
   local refused = refused_by_pgbouncer(self)
   if refused then return refused end
   local st = own_state(self, "listen")
-  local sql = "LISTEN " .. self:escape_identifier(channel)
+  local sql = "LISTEN " .. quoted_channel(self, "listen", channel)
   st.handlers[channel] = fn
   return self:execute(sql)
 end
@@ -278,7 +287,7 @@ end
 function methods.unlisten(self, channel)
   check_channel("unlisten", channel)
   local st = own_state(self, "unlisten")
-  local sql = "UNLISTEN " .. self:escape_identifier(channel)
+  local sql = "UNLISTEN " .. quoted_channel(self, "unlisten", channel)
   st.handlers[channel] = nil
   return self:execute(sql)
 end
