@@ -68,8 +68,11 @@ describe("hot path requests", function()
     local curs = conn:transaction({"SELECT 1", {"SELECT $1::int", {2}}}):await()
     assert.same({"SELECT 1", "SELECT $1::int"}, {curs[1].query, curs[2].query})
     assert.equal("SELECT * FROM pg_catalog.abs($1)", conn:callproc("pg_catalog.abs", {-3}):await().query)
-    -- libpq sends the SQL up to a NUL byte: cursor.query says what was sent
-    assert.equal("SELECT 5", conn:execute("SELECT 5\0 junk"):await().query)
+    -- libpq would send the SQL only up to a NUL byte: such SQL is refused at the call
+    -- (regress 166), so cursor.query is always the whole SQL given
+    local err = H.interface_error(conn.execute, conn, "SELECT 5\0 junk")
+    assert.equal("sql contains a NUL byte (libpq would send only the text before it)", err.message)
+    assert.equal("SELECT 5 -- x", conn:execute("SELECT 5 -- x"):await().query)
   end)
 
   it("parameters past the inline anchors keep their strings", function()

@@ -218,12 +218,24 @@ end
 -- kept in the pool's LISTEN state and reopened after a loss.
 local listen_state = private.listen_state
 
+-- A channel is an identifier: PostgreSQL would cut a longer LISTEN name to
+-- NAMEDATALEN - 1 bytes (so a NOTIFY of the full name never reaches it) and refuses an
+-- empty one.
+local CHANNEL_MAX = 63
+
 local function check_channel(who, channel)
   if type(channel) ~= "string" then
     error(interface_error(who .. ": channel must be a string, got " .. type(channel)), 3)
   end
   if channel:find("\0", 1, true) then
     error(interface_error(who .. ": channel contains a NUL byte"), 3)
+  end
+  if channel == "" then
+    error(interface_error(who .. ": channel must not be empty"), 3)
+  end
+  if #channel > CHANNEL_MAX then
+    error(interface_error(string.format("%s: channel is %d bytes long; PostgreSQL allows at most %d",
+      who, #channel, CHANNEL_MAX)), 3)
   end
 end
 
@@ -237,6 +249,15 @@ local function refused_by_pgbouncer(self)
     "PgBouncer in transaction mode hands to other clients between requests (listen on a " ..
     "Connection straight to PostgreSQL)"))
   return f
+end
+
+-- The channel as an identifier for LISTEN/UNLISTEN, escaped on the connected Connection
+-- self (an InterfaceError naming who otherwise).
+local function quoted_channel(self, who, channel)
+  if self.pid == nil then
+    error(interface_error(who .. ": connection is not connected"), 3)
+  end
+  return self:escape_identifier(channel)
 end
 
 local function own_state(self, who)
@@ -257,7 +278,7 @@ function methods.listen(self, channel, fn)
   local refused = refused_by_pgbouncer(self)
   if refused then return refused end
   local st = own_state(self, "listen")
-  local sql = "LISTEN " .. self:escape_identifier(channel)
+  local sql = "LISTEN " .. quoted_channel(self, "listen", channel)
   st.handlers[channel] = fn
   return self:execute(sql)
 end
@@ -266,7 +287,7 @@ end
 function methods.unlisten(self, channel)
   check_channel("unlisten", channel)
   local st = own_state(self, "unlisten")
-  local sql = "UNLISTEN " .. self:escape_identifier(channel)
+  local sql = "UNLISTEN " .. quoted_channel(self, "unlisten", channel)
   st.handlers[channel] = nil
   return self:execute(sql)
 end

@@ -407,7 +407,7 @@ int mk_sql_max_positional(const char *sql, size_t len, size_t *bad_off, size_t *
 /* Index just after one name part starting at s[i], or 0 when it is not a valid part
  * (0 can never be a valid end, since a part is at least one byte long). */
 static size_t routine_part(const char *s, size_t len, size_t i) {
-  size_t j = i + 1;
+  size_t j = i + 1, bytes = 0; /* bytes: of the identifier a quoted part stands for */
 
   if (s[i] == '"') {
     for (;;) {
@@ -416,11 +416,15 @@ static size_t routine_part(const char *s, size_t len, size_t i) {
       if (s[j] == '"') {
         if (j + 1 < len && s[j + 1] == '"') {
           j += 2;
+          if (++bytes > MK_SQL_NAME_MAX)
+            return 0;
           continue;
         }
         /* "" alone is the empty identifier, which PostgreSQL rejects. */
         return j == i + 1 ? 0 : j + 1;
       }
+      if (++bytes > MK_SQL_NAME_MAX)
+        return 0;
       j++;
     }
   }
@@ -428,7 +432,7 @@ static size_t routine_part(const char *s, size_t len, size_t i) {
     return 0;
   while (j < len && (is_name_cont(s[j]) || s[j] == '$'))
     j++;
-  return j;
+  return j - i > MK_SQL_NAME_MAX ? 0 : j;
 }
 
 /* Checks s against the grammar in mk_sql.h: no whitespace, one to three parts. */

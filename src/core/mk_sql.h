@@ -51,9 +51,15 @@ int mk_sql_scan_positional(const char *sql, size_t len, mk_sql_placeholder_fn fn
  * returns -1 and sets *bad_off and *bad_len to the first such token. No allocation. */
 int mk_sql_max_positional(const char *sql, size_t len, size_t *bad_off, size_t *bad_len);
 
+/* The longest identifier PostgreSQL keeps, in bytes (NAMEDATALEN - 1); it cuts longer
+ * ones to this length. */
+#define MK_SQL_NAME_MAX 63
+
 /* 1 if s is a routine name that is safe to splice into SQL: one to three dot-separated
  * parts, each a plain identifier [A-Za-z_][A-Za-z0-9_$]* or a double-quoted one
- * ("..." with "" for a quote, no NUL, not empty); 0 otherwise. */
+ * ("..." with "" for a quote, no NUL, not empty), of at most MK_SQL_NAME_MAX bytes (a
+ * quoted one counted without its quotes, "" as one byte), so that the server never
+ * cuts it to another routine's name; 0 otherwise. */
 int mk_sql_is_routine_name(const char *s, size_t len);
 
 /* 1 if sql can go out in libpq's pipeline mode (the extended protocol): at most one

@@ -54,6 +54,8 @@ static void parse_dsn(lua_State *L, int dsn, int dest, const char *who, const ch
   PQconninfoOption *o;
   dsn = lua_absindex(L, dsn);
   dest = lua_absindex(L, dest);
+  if (strlen(lua_tostring(L, dsn)) != lua_rawlen(L, dsn)) /* libpq would read up to it only */
+    lmk_raise(L, MK_ERR_INTERFACE, "%s: %s contains a NUL byte", who, what);
   d = push_parsed_dsn(L); /* before libpq allocates anything */
   d->opts = PQconninfoParse(lua_tostring(L, dsn), &d->err);
   if (!d->opts)
@@ -88,6 +90,8 @@ mk_loop *lmk_options_shared(lua_State *L, int opts, int uv, const char *who) {
     for (i = 1; i <= n; i++) {
       if (lua_rawgeti(L, -2, i) != LUA_TSTRING)
         lmk_raise(L, MK_ERR_INTERFACE, "%s: setsession[%d] must be a string", who, (int)i);
+      if (strlen(lua_tostring(L, -1)) != lua_rawlen(L, -1)) /* libpq would send up to it only */
+        lmk_raise(L, MK_ERR_INTERFACE, "%s: setsession[%d] contains a NUL byte", who, (int)i);
       lua_rawseti(L, -2, i);
     }
     lua_setfield(L, uv, "setsession");

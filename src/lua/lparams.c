@@ -282,7 +282,8 @@ static void convert(lua_State *L, int idx, int pos, int prep, lprep *p) {
 static int check_sql(lua_State *L, int idx, size_t *len) {
   if (lua_type(L, idx) != LUA_TSTRING)
     lmk_raise(L, MK_ERR_INTERFACE, "sql must be a string, got %s", luaL_typename(L, idx));
-  lua_tolstring(L, idx, len);
+  if (strlen(lua_tolstring(L, idx, len)) != *len) /* libpq would send up to it only */
+    lmk_raise(L, MK_ERR_INTERFACE, "sql contains a NUL byte (libpq would send only the text before it)");
   return idx;
 }
 
@@ -456,11 +457,7 @@ void lmk_params_check(lua_State *L, int sqlidx, int pidx) {
 }
 
 void lmk_params_push_sql(lua_State *L, int prepidx) {
-  const lprep *p = lua_touserdata(L, prepidx);
-  if (strlen(p->sql) == p->sql_len) /* libpq sends the SQL up to a NUL byte, no further */
-    lua_getiuservalue(L, prepidx, UV_SQL);
-  else
-    lua_pushstring(L, p->sql);
+  lua_getiuservalue(L, prepidx, UV_SQL);
 }
 
 int lmk_params_fill(lua_State *L, mk_req *r, int i, int prepidx) {

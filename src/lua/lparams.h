@@ -17,7 +17,7 @@
  * when they fit in 32 bits, else int8; arrays by the core's array writer. */
 void lmk_params_check(lua_State *L, int sqlidx, int pidx);
 /* Pushes the SQL the prepared statement at prepidx sends (its :names rewritten), as a
- * Lua string: the one it keeps when that holds no NUL byte. */
+ * Lua string (the one it keeps; lmk_params_check refused SQL with a NUL byte). */
 void lmk_params_push_sql(lua_State *L, int prepidx);
 /* Copies the prepared statement at prepidx into statement i of r. Never raises;
  * returns 0, -1 when memory ran out, or -2 when a value is longer than libpq takes

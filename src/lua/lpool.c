@@ -642,7 +642,9 @@ static int pool_getconn(lua_State *L) {
   lgetconn *g;
   if (!lua_isnoneornil(L, 2)) {
     if (!lua_istable(L, 2)) return lmk_raise(L, MK_ERR_INTERFACE, "getconn: opts must be a table");
-    if (lua_getfield(L, 2, "ping") != LUA_TNIL) ping = lua_toboolean(L, -1);
+    int t = lua_getfield(L, 2, "ping");
+    if (t != LUA_TNIL && t != LUA_TBOOLEAN) return lmk_raise(L, MK_ERR_INTERFACE, "getconn: opts.ping must be a boolean");
+    if (t != LUA_TNIL) ping = lua_toboolean(L, -1);
   }
   lua_settop(L, 1);
   lmk_future_new(L);

@@ -41,6 +41,9 @@ struct lreq {
   double t0;      /* with a trace function: when it was built (lmk_trace_clock) */
   lua_Integer rows; /* with a trace function: its rowcount, summed over statements; -1: none */
   lcopy *copy;      /* copy_from, copy_to: their data (lcopy.h); else NULL */
+  int in_hook;      /* a COPY hook is running its source or sink */
+  int done_in_hook; /* it completed meanwhile (the source or sink closed the connection):
+                       freed by the hook once that returns */
   int server;       /* where its owner ran it, for the query event (lmk_trace_set_server) */
 };
 
@@ -409,6 +412,11 @@ static void req_done(mk_req *r, void *ud) {
     if (o->trace && !lmk_silent(o)) lmk_enter(o->st, trace_lua, q, NULL); /* errors: on_error */
     req_release(L, q);
   }
+  if (q->in_hook) {
+    q->done_in_hook = 1;
+    q->copy->ended = 1; /* the source is asked for nothing more */
+    return;
+  }
   req_free(q);
 }
 
@@ -484,6 +492,8 @@ static lreq *build(lua_State *L, lowner *o, lmk_req_cancel_fn cancel, int first,
   q->rows = -1;
   q->in_done = 0;
   q->copy = NULL;
+  q->in_hook = 0;
+  q->done_in_hook = 0;
   q->server = 0;
   lmk_future_set_cancel(f, cancel_req, q);
   return q;
@@ -545,8 +555,11 @@ lreq *lmk_req_callproc(lua_State *L, lowner *o, lmk_req_cancel_fn cancel) {
   lua_settop(L, 4);
   if (lua_type(L, 2) != LUA_TSTRING) lmk_raise(L, MK_ERR_INTERFACE, "callproc: name must be a string");
   name = lua_tolstring(L, 2, &len);
+  if (strlen(name) != len) lmk_raise(L, MK_ERR_INTERFACE, "callproc: name contains a NUL byte");
   if (!mk_sql_is_routine_name(name, len))
-    lmk_raise(L, MK_ERR_INTERFACE, "callproc: '%s' is not a routine name", name);
+    lmk_raise(L, MK_ERR_INTERFACE,
+              "callproc: '%s' is not a routine name (one to three dot-separated identifiers, plain or "
+              "double-quoted, of at most %d bytes each)", name, MK_SQL_NAME_MAX);
   if (!lua_isnil(L, 3)) {
     /* positional only: the count must be known before the SQL is built */
     if (!lua_istable(L, 3)) lmk_raise(L, MK_ERR_INTERFACE, "callproc: params must be an array");
@@ -640,7 +653,7 @@ static int copy_src_lua(lua_State *L) {
   copy_call *a = lua_touserdata(L, 2);
   push_copy_fn(L, q);
   a->rc = lmk_copy_next(L, q->copy, 2, a->data, a->len);
-  if (a->rc < 0) mk_req_fail(q->r, MK_ERR_INTERFACE, lua_tostring(L, -1));
+  if (a->rc < 0 && !q->done_in_hook) mk_req_fail(q->r, MK_ERR_INTERFACE, lua_tostring(L, -1));
   return 0;
 }
 
@@ -649,15 +662,30 @@ static int copy_sink_lua(lua_State *L) {
   copy_call *a = lua_touserdata(L, 2);
   push_copy_fn(L, q);
   a->rc = lmk_copy_sink(L, q->copy, 2, a->row, a->rowlen);
-  if (a->rc < 0) mk_req_fail(q->r, MK_ERR_INTERFACE, lua_tostring(L, -1));
+  if (a->rc < 0 && !q->done_in_hook) mk_req_fail(q->r, MK_ERR_INTERFACE, lua_tostring(L, -1));
   return 0;
 }
 
-/* Runs fn for a hook of q; -1 (with the request's error set) if it could not run. */
+/* Runs fn for a hook of q; -1 (with the request's error set) if it could not run. A
+ * source or sink that closed the connection completed q meanwhile: q is freed here and
+ * 0 returned, so that the core, which finds its connection closed, sets nothing on the
+ * request (freed too). */
 static int copy_enter(lreq *q, lua_CFunction fn, copy_call *a, const char *who) {
+  int rc;
   a->q = q;
   a->rc = -1;
-  if (lmk_silent(q->o) || lmk_enter(q->o->st, fn, q, a) != LUA_OK) {
+  if (lmk_silent(q->o)) {
+    if (!mk_req_error(q->r)) mk_req_fail(q->r, MK_ERR_INTERFACE, who);
+    return -1;
+  }
+  q->in_hook = 1;
+  rc = lmk_enter(q->o->st, fn, q, a);
+  q->in_hook = 0;
+  if (q->done_in_hook) {
+    req_free(q);
+    return 0;
+  }
+  if (rc != LUA_OK) {
     if (!mk_req_error(q->r)) mk_req_fail(q->r, MK_ERR_INTERFACE, who);
     return -1;
   }

@@ -815,6 +815,28 @@ static void test_routine(void) {
   for (i = 0; i < sizeof bad / sizeof *bad; i++)
     check_routine(bad[i], strlen(bad[i]), 0);
   check_routine("\"a\0b\"", 5, 0);
+  {
+    /* MK_SQL_NAME_MAX bytes per part (quotes not counted, "" counted as one byte) */
+    static const char fs[] = "ffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff"; /* 64 */
+    char name[100];
+    int n;
+    n = snprintf(name, sizeof name, "%.63s", fs);
+    check_routine(name, (size_t)n, 1);
+    n = snprintf(name, sizeof name, "%.64s", fs);
+    check_routine(name, (size_t)n, 0);
+    n = snprintf(name, sizeof name, "s.%.63s", fs);
+    check_routine(name, (size_t)n, 1);
+    n = snprintf(name, sizeof name, "%.64s.f", fs);
+    check_routine(name, (size_t)n, 0);
+    n = snprintf(name, sizeof name, "\"%.63s\"", fs);
+    check_routine(name, (size_t)n, 1);
+    n = snprintf(name, sizeof name, "\"%.64s\"", fs);
+    check_routine(name, (size_t)n, 0);
+    n = snprintf(name, sizeof name, "\"\"\"%.62s\"", fs);
+    check_routine(name, (size_t)n, 1);
+    n = snprintf(name, sizeof name, "\"\"\"%.63s\"", fs);
+    check_routine(name, (size_t)n, 0);
+  }
 }
 
 /* ---- mk_sql_pipelinable ---- */
