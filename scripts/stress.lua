@@ -27,6 +27,7 @@ math.randomseed(seed)
 
 local counts = { ops = 0, ends = 0, ok = 0, typed = 0, raised = 0, notified = 0, children = 0 }
 local kinds = {}       -- error kind -> count (futures and raised calls)
+local first = {}       -- error kind -> the first message of that kind (printed at the end)
 local ended = {}       -- ended[id]: how many times future id ended
 local issued = 0
 local failures = {}    -- what went wrong (checked at the end)
@@ -74,6 +75,7 @@ local function watch(f)
     elseif typed(err) then
       counts.typed = counts.typed + 1
       kinds[err.kind] = (kinds[err.kind] or 0) + 1
+      first[err.kind] = first[err.kind] or err.message
     else
       fail("untyped failure of future " .. id .. ": " .. tostring(err))
     end
@@ -93,6 +95,7 @@ local function call(fn, ...)
   else
     counts.raised = counts.raised + 1
     kinds[v.kind] = (kinds[v.kind] or 0) + 1
+    first[v.kind] = first[v.kind] or v.message
   end
   return false, v
 end
@@ -106,20 +109,27 @@ end
 
 local conns, pipes, pools, ppools, tight = {}, {}, {}, {}, {}
 
+-- Puts a new connection or pool in list; past max entries it takes the place of a random
+-- one, which is dropped with whatever it has in flight (the GC closes it), so that the
+-- run stays well under the server's max_connections.
+local function keep(list, max, v)
+  if #list < max then list[#list + 1] = v else list[math.random(#list)] = v end
+  return v
+end
+
 local function a_conn()
   if #conns < 4 or math.random() < 0.05 then
     -- half of them pipelined; caches of 0, 2 (evicting all the time) and 100 entries
-    conns[#conns + 1] = momoko.Connection(dsn, { pipeline = math.random() < 0.5,
-                                                 statement_cache_size = ({ 0, 2, 100 })[math.random(3)] })
-    watch(conns[#conns]:connect())
+    watch(keep(conns, 8, momoko.Connection(dsn, { pipeline = math.random() < 0.5,
+                                                  statement_cache_size = ({ 0, 2, 100 })[math.random(3)] })):connect())
   end
   return conns[math.random(#conns)]
 end
 
 local function a_pipe() -- a pipelined connection
   if #pipes < 2 or math.random() < 0.03 then
-    pipes[#pipes + 1] = momoko.Connection(dsn, { pipeline = true, statement_cache_size = ({ 0, 2, 100 })[math.random(3)] })
-    watch(pipes[#pipes]:connect())
+    watch(keep(pipes, 4, momoko.Connection(dsn, { pipeline = true,
+                                                  statement_cache_size = ({ 0, 2, 100 })[math.random(3)] })):connect())
   end
   return pipes[math.random(#pipes)]
 end
@@ -129,17 +139,15 @@ local function a_pool()
     local p = momoko.Pool{ dsn = dsn, size = 1, max_size = 3, max_waiting = 200, acquire_timeout = 2000,
                            pipeline = math.random() < 0.5, pipeline_depth = math.random(2, 8),
                            statement_cache_size = ({ 0, 2, 100 })[math.random(3)] }
-    watch(p:connect())
-    pools[#pools + 1] = p
+    watch(keep(pools, 6, p):connect())
   end
   return pools[math.random(#pools)]
 end
 
 local function a_pipe_pool() -- a pipelined pool
   if #ppools < 1 or math.random() < 0.03 then
-    ppools[#ppools + 1] = momoko.Pool{ dsn = dsn, size = 1, max_size = 2, pipeline = true,
-                                       pipeline_depth = math.random(2, 8) }
-    watch(ppools[#ppools]:connect())
+    watch(keep(ppools, 3, momoko.Pool{ dsn = dsn, size = 1, max_size = 2, pipeline = true,
+                                       pipeline_depth = math.random(2, 8) }):connect())
   end
   return ppools[math.random(#ppools)]
 end
@@ -147,8 +155,7 @@ end
 local function a_tight_pool() -- one connection, one waiter: the rest is refused
   if #tight < 1 or math.random() < 0.05 then
     local p = momoko.Pool{ dsn = dsn, size = 1, max_size = 1, max_waiting = 1, pipeline = math.random() < 0.5 }
-    watch(p:connect())
-    tight[#tight + 1] = p
+    watch(keep(tight, 3, p):connect())
   end
   return tight[math.random(#tight)]
 end
@@ -417,9 +424,9 @@ local function start_child()
   children[#children + 1] = { seed = cseed, pipe = assert(io.popen(cmd)) }
 end
 
-local function setup()
+local function setup() -- the parent's: the children use its table
   local conn = momoko.connect(dsn):await()
-  if not child then conn:execute("CREATE TABLE IF NOT EXISTS stress_copy (a int, b text)"):await() end
+  conn:execute("CREATE TABLE IF NOT EXISTS stress_copy (a int, b text)"):await()
   conn:close()
 end
 
@@ -429,7 +436,7 @@ if child then -- a random mix, then lua_close at a random point
 end
 
 momoko.spawn(function()
-  setup()
+  if not child then setup() end
   local every = math.min(2000, total // 5) -- a child every 2,000 operations, at least 5
   -- a child goes on past its operations (up to 200 more) until the armed exit came
   for i = 1, child and total + 200 or total do
@@ -483,6 +490,10 @@ end
 local list = {}
 for k, v in pairs(kinds) do list[#list + 1] = k .. "=" .. v end
 table.sort(list)
+for _, k in ipairs(list) do
+  local kind = k:match("^[^=]+")
+  print(string.format("  first %s: %s", kind, first[kind]))
+end
 print(string.format("stress: %d operations, %d futures, %d ended (%d ok, %d typed errors), %d raised at the call, "
   .. "by kind: %s; %d notifications, %d children run", counts.ops, issued, counts.ends, counts.ok, counts.typed,
   counts.raised, table.concat(list, " "), counts.notified, counts.children))
