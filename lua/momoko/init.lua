@@ -324,11 +324,21 @@ local function listener_options(pool)
   return { dsn = o.dsn, setsession = o.setsession, loop = o.loop, on_notice = o.on_notice }
 end
 
+-- Over a snapshot of the channels: pool:listen and unlisten change st.channels while a
+-- LISTEN is awaited (a channel added meanwhile is listened to by its pool:listen, one
+-- unlistened meanwhile is unlistened again).
 local function relisten(st, conn, reconnect)
-  for channel, h in pairs(st.channels) do
-    conn:listen(channel, h.fn):await()
-    if reconnect and h.opts.on_reconnect then
-      core.spawn(h.opts.on_reconnect, channel)
+  local channels = {}
+  for channel in pairs(st.channels) do channels[#channels + 1] = channel end
+  for _, channel in ipairs(channels) do
+    local h = st.channels[channel]
+    if h then -- not unlistened meanwhile
+      conn:listen(channel, h.fn):await()
+      if st.channels[channel] == nil then -- unlistened while its LISTEN ran
+        conn:unlisten(channel):await()
+      elseif reconnect and h.opts.on_reconnect then
+        core.spawn(h.opts.on_reconnect, channel)
+      end
     end
   end
 end

@@ -550,6 +550,9 @@ static void pool_free(lpool *lp) {
   lp->nreplicas = 0;
   lp->o.st->nhandles--;
   lmk_closer_remove(&lp->closer);
+  /* a connect() error held until every pool's connect() ended: the state may close
+   * (os.exit(0, true)) inside a callback of that connect(), before on_connected clears it */
+  mk_error_clear(&lp->connect_err);
 }
 
 static void pool_close_at_shutdown(lmk_closer *c) {

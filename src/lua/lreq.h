@@ -38,9 +38,9 @@ void lmk_req_set_server(lreq *q, int server);
  * any other value than a boolean or nil raises InterfaceError naming who. execute,
  * callproc and streams take it (a pool may run them on a read replica). */
 unsigned lmk_req_readonly_opt(lua_State *L, int opts, const char *who);
-/* The core refused q (not submitted): frees it and its request, then raises kind with
- * why (raise set) or fails q's future, which is on top of the stack, with it. Returns
- * 1 (the future) when it does not raise. */
+/* The core refused q (not submitted): frees it, its request and its COPY state, then
+ * raises kind with why (raise set) or fails q's future, which is on top of the stack,
+ * with it. Returns 1 (the future) when it does not raise. */
 int lmk_req_refuse(lua_State *L, lreq *q, mk_kind kind, const char *why, int raise);
 /* obj:_set_decoder(oid, fn): a decoder for the results of this object's requests (the
  * Lua layer's register_json and register_hstore use it). */
