@@ -303,11 +303,23 @@ local function listener_options(pool)
   return { dsn = o.dsn, setsession = o.setsession, loop = o.loop, on_notice = o.on_notice }
 end
 
+-- Listens on conn to every channel (a snapshot: pool:listen may add one meanwhile).
+-- After a loss (reconnect), on_reconnect(channel) is called once the channel listens
+-- again and before its fn gets any notification of the new session: those that come
+-- with or right after the LISTEN's answer are held until on_reconnect was called.
 local function relisten(st, conn, reconnect)
-  for channel, h in pairs(st.channels) do
-    conn:listen(channel, h.fn):await()
+  local channels = {}
+  for channel, h in pairs(st.channels) do channels[#channels + 1] = { channel, h } end
+  for _, ch in ipairs(channels) do
+    local channel, h = ch[1], ch[2]
     if reconnect and h.opts.on_reconnect then
+      local held = {}
+      conn:listen(channel, function(...) held[#held + 1] = table.pack(...) end):await()
       core.spawn(h.opts.on_reconnect, channel)
+      listen_state(conn).handlers[channel] = h.fn
+      for _, n in ipairs(held) do core.spawn(h.fn, table.unpack(n, 1, n.n)) end
+    else
+      conn:listen(channel, h.fn):await()
     end
   end
 end
@@ -319,7 +331,10 @@ open_listener = function(st, opts, reconnect)
       local ok, err = pcall(function()
         conn:connect():await()
         if st.closed then return end
+        -- only the installed listener is reopened from here: one that dies while it
+        -- is set up fails this attempt, and this loop tries again
         listen_state(conn).on_lost = function()
+          if st.conn ~= conn then return end
           st.conn = nil
           if wanted(st) then open_listener(st, opts, true) end
         end
