@@ -515,8 +515,7 @@ int lmk_req_refuse(lua_State *L, lreq *q, mk_kind kind, const char *why, int rai
   lmk_future_set_cancel(q->f, NULL, NULL);
   clear_slots(L, -1);
   luaL_unref(L, LUA_REGISTRYINDEX, q->fref);
-  mk_req_free(q->r);
-  free(q);
+  req_free(q); /* its COPY state too */
   if (raise) return lmk_raise(L, kind, "%s", why);
   lmk_push_error(L, kind, why); /* the future fails with it */
   lmk_future_fail(L, -2);
