@@ -119,10 +119,9 @@ poolB:execute("CREATE TABLE soak_copy (tag bigint, n int, s text)"):await()
 poolB:execute("CREATE INDEX ON soak (v)"):await()
 poolB:execute("CREATE INDEX ON soak_copy (tag)"):await()
 
--- Requests: every future a momoko call returns is tracked until its one end.
-local req = { issued = 0, ok = 0, typed = 0, untyped = 0, twice = 0, kinds = {} }
-local pending = setmetatable({}, { __mode = "k" })
-local ended = setmetatable({}, { __mode = "k" })
+-- Requests: every future a momoko call returns is tracked until its one end (a flag of
+-- its own, no table of futures: the bookkeeping must not grow the heap it measures).
+local req = { issued = 0, ended = 0, ok = 0, typed = 0, untyped = 0, twice = 0, kinds = {} }
 local wrong, untyped_errors = 0, {}
 
 local function untyped(what)
@@ -130,30 +129,30 @@ local function untyped(what)
   if #untyped_errors < 10 then untyped_errors[#untyped_errors + 1] = tostring(what) end
 end
 
-local function on_end(f)
-  pending[f] = nil
-  if ended[f] then
-    req.twice = req.twice + 1
-    return
-  end
-  ended[f] = true
-  local err = f:error()
-  if err == nil then
-    req.ok = req.ok + 1
-  elseif getmetatable(err) == momoko.Error then
-    req.typed = req.typed + 1
-    req.kinds[err.kind] = (req.kinds[err.kind] or 0) + 1
-  else
-    untyped(err)
-  end
-end
-
 local function track(f)
+  local ended = false
   req.issued = req.issued + 1
-  pending[f] = true
-  f:add_done_callback(on_end)
+  f:add_done_callback(function(d)
+    if ended then
+      req.twice = req.twice + 1
+      return
+    end
+    ended = true
+    req.ended = req.ended + 1
+    local err = d:error()
+    if err == nil then
+      req.ok = req.ok + 1
+    elseif getmetatable(err) == momoko.Error then
+      req.typed = req.typed + 1
+      req.kinds[err.kind] = (req.kinds[err.kind] or 0) + 1
+    else
+      untyped(err)
+    end
+  end)
   return f
 end
+
+local function pending() return req.issued - req.ended end
 
 momoko.on_error(function(err, tb)
   untyped("on_error: " .. tostring(err) .. (tb and ("\n" .. tb) or ""))
@@ -322,9 +321,12 @@ local function worker(w)
 end
 
 -- The listener and the notifier (see "Up" in the header).
-local notes_cap = math.max(seconds, 30) * 400
-local notes = {} -- n -> 2 * times received + (1 if sent while up)
-for n = 1, notes_cap do notes[n] = 0 end -- allocated before the RSS baseline
+-- n -> 2 * times received + (1 if sent while up), allocated before the RSS baseline
+-- (at most 60 a second: the notifier sends one, awaits it, pauses 10 ms; it stops if
+-- it ever reaches the end, and says so)
+local notes_cap = seconds * 60 + 1000
+local notes = {}
+for n = 1, notes_cap do notes[n] = 0 end
 local listener = { up = false, striking = false, reconnects = 0 }
 local notify_stats = { sent = 0, sent_up = 0, failed = 0, received = 0, twice = 0, unknown = 0 }
 
@@ -397,9 +399,11 @@ end
 
 local function load_for(ms) sleep(ms) end
 
--- random backends of the pools (not the listener's) killed on the primary, ms long
+-- random backends of the pools (not the listener's) killed on the primary, one every
+-- 250 ms or so, for ms (of the wall clock: a kill takes a while on a busy machine)
 local function kills_for(ms)
-  for _ = 1, ms // 250 do
+  local stop = wall() + ms / 1000
+  while wall() + 0.25 <= stop do
     kill_one(cl.primary, " AND query NOT LIKE 'LISTEN%'")
     load_for(250)
   end
@@ -473,12 +477,10 @@ local workers_left = 0
 for _, w in ipairs(workers) do if not w:done() then workers_left = workers_left + 1 end end
 if not notifier_done:done() then workers_left = workers_left + 1 end
 for _ = 1, 50 do
-  if next(pending) == nil then break end
+  if pending() == 0 then break end
   sleep(100)
 end
-collectgarbage()
-local still_pending = 0
-for _ in pairs(pending) do still_pending = still_pending + 1 end
+local still_pending = pending()
 sleep(500) -- the last notifications arrive
 
 local function at_size()
@@ -543,6 +545,7 @@ print(string.format("readonly: on the standby %d, on the primary %d, on the prim
 print(string.format("notifications: sent=%d (failed %d) sent_while_up=%d received=%d missed=%d twice=%d unknown=%d; listener reopened %d times",
   notify_stats.sent, notify_stats.failed, notify_stats.sent_up, notify_stats.received, missed,
   notify_stats.twice, notify_stats.unknown, listener.reconnects))
+if notify_stats.sent >= notes_cap then print("the notifier stopped early: it sent its " .. notes_cap .. " notifications") end
 print(string.format("pending futures after the load: %d; workers unfinished: %d", still_pending, workers_left))
 print(string.format("pool A after: size=%d free=%d busy=%d connecting=%d reconnects=%d retries=%d timeouts=%d; replica free=%d busy=%d dead=%d",
   sa.size, sa.free, sa.busy, sa.connecting, sa.reconnects, sa.retries, sa.timeouts,
@@ -557,7 +560,8 @@ for _, e in ipairs(untyped_errors) do print("untyped: " .. e) end
 local failures = {}
 local function require_(cond, what) if not cond then failures[#failures + 1] = what end end
 require_(warm_rss ~= nil, "the warm-up ended (the run is long enough)")
-require_(req.issued == req.ok + req.typed + still_pending and req.untyped == 0, "every request ended once, succeeded or typed")
+require_(req.issued == req.ended and req.ended == req.ok + req.typed and req.untyped == 0,
+  "every request ended once, succeeded or typed")
 require_(req.twice == 0, "no request ended twice")
 require_(wrong == 0, "no wrong value")
 require_(still_pending == 0 and workers_left == 0, "nothing pending")
