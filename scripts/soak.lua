@@ -33,12 +33,15 @@
 -- of every pool busy with it: the most rows that streams and COPYs hold at once), then
 -- one chaos cycle. What grew RSS in 600 s runs (LeakSanitizer clean once regress 163's
 -- leak was fixed; the Lua heap at 1-3 MB after a collection; the malloc arenas of
--- other threads flat at some 2 MB) was glibc's main heap, which keeps the memory of
--- its highest use: it went up and down by 8 MB from cycle to cycle and ended 35% above
--- a baseline taken after one cycle. Most of it was results held by cursors nobody had
--- closed, which the collector did not know about (fixed: regress 164); the rest is the
--- rows streams happen to hold at once, which the burst meets before the baseline and
--- chunk = 50 bounds (the library holds at most 50 rows of a stream, some 3 KB each).
+-- other threads flat at some 2 MB) was glibc's main heap, which keeps much of the
+-- memory of its highest use (at the end of one run: 11 MB from the system, 1.8 MB in
+-- use, malloc_trim gave back 6 MB): it ended 35% and then 123% above the baseline.
+-- Two causes were the library's: results held by cursors nobody had closed, which the
+-- collector did not know about (regress 164), and libpq's input buffer, which a stream
+-- read slowly made grow at each resume to all the server had sent (regress 162: 34 MB
+-- in mmapped blocks at once). What is left is the rows streams happen to hold at once,
+-- which the burst meets before the baseline and chunk = 50 bounds (the library holds
+-- at most 50 rows of a stream, some 3 KB each).
 
 -- "Up": the listener is up from the moment its subscription is confirmed (the first
 -- pool:listen resolved, or on_reconnect ran after a reopen) until the chaos marks it
