@@ -324,20 +324,31 @@ local function listener_options(pool)
   return { dsn = o.dsn, setsession = o.setsession, loop = o.loop, on_notice = o.on_notice }
 end
 
--- Over a snapshot of the channels: pool:listen and unlisten change st.channels while a
--- LISTEN is awaited (a channel added meanwhile is listened to by its pool:listen, one
--- unlistened meanwhile is unlistened again).
+-- Listens on conn to every channel, over a snapshot of them: pool:listen and unlisten
+-- change st.channels while a LISTEN is awaited (a channel added meanwhile is listened to
+-- by its own pool:listen; one unlistened meanwhile is unlistened again). After a loss
+-- (reconnect), on_reconnect(channel) is called once the channel listens again and before
+-- its fn gets any notification of the new session: those that come with or right after
+-- the LISTEN's answer are held until on_reconnect was called.
 local function relisten(st, conn, reconnect)
   local channels = {}
   for channel in pairs(st.channels) do channels[#channels + 1] = channel end
   for _, channel in ipairs(channels) do
     local h = st.channels[channel]
     if h then -- not unlistened meanwhile
-      conn:listen(channel, h.fn):await()
-      if st.channels[channel] == nil then -- unlistened while its LISTEN ran
+      local held = reconnect and h.opts.on_reconnect and {}
+      if held then
+        conn:listen(channel, function(...) held[#held + 1] = table.pack(...) end):await()
+      else
+        conn:listen(channel, h.fn):await()
+      end
+      h = st.channels[channel]
+      if h == nil then -- unlistened while its LISTEN ran
         conn:unlisten(channel):await()
-      elseif reconnect and h.opts.on_reconnect then
-        core.spawn(h.opts.on_reconnect, channel)
+      else -- its handler as it is now: a pool:listen meanwhile may have replaced it
+        if held and h.opts.on_reconnect then core.spawn(h.opts.on_reconnect, channel) end
+        listen_state(conn).handlers[channel] = h.fn
+        for _, n in ipairs(held or {}) do core.spawn(h.fn, table.unpack(n, 1, n.n)) end
       end
     end
   end
@@ -350,7 +361,10 @@ open_listener = function(st, opts, reconnect)
       local ok, err = pcall(function()
         conn:connect():await()
         if st.closed then return end
+        -- only the installed listener is reopened from here: one that dies while it
+        -- is set up fails this attempt, and this loop tries again
         listen_state(conn).on_lost = function()
+          if st.conn ~= conn then return end
           st.conn = nil
           if wanted(st) then open_listener(st, opts, true) end
         end

@@ -4,10 +4,14 @@
 -- does). The primary has wal_level=replica and synchronous_standby_names = '*' with
 -- synchronous_commit on, so a commit is acknowledged only once the standby has flushed
 -- it; the standby is made with pg_basebackup -R and streams from it (its own
--- synchronous_standby_names is empty, so that once promoted it commits alone).
+-- synchronous_standby_names is empty, so that once promoted it commits alone). With
+-- opts.synchronous = false the primary has no synchronous standby either, so that its
+-- commits go on while the standby is stopped (scripts/soak stops and starts it).
+-- Plain Lua: busted is not needed (scripts/soak.lua uses it from lua5.4).
 --
 --   local Cluster = require "cluster"
 --   local cl = Cluster.start{sleep = function(ms) momoko.sleep(ms):await() end}
+--   Cluster.start{..., synchronous = false}  -- an asynchronous standby (see below)
 --   cl.primary.port, cl.standby.port, cl:dsn("target_session_attrs=read-write")
 --   cl.primary:kill()      -- pg_ctl stop -m immediate
 --   cl.standby:promote()   -- pg_ctl promote, waits until it takes writes
@@ -206,13 +210,15 @@ end
 
 --- Starts a primary and a synchronous streaming standby, and waits until the standby
 --- streams in sync. opts.sleep(ms) is how to wait between polls (default: a blocking
---- sleep). Returns the cluster; on any failure, stops what it started and raises.
+--- sleep); opts.synchronous = false: the standby streams asynchronously. Returns the
+--- cluster; on any failure, stops what it started and raises.
 function Cluster.start(opts)
   opts = opts or {}
   local ok, dir = sh("mktemp -d /tmp/momoko-cluster.XXXXXX")
   assert(ok, "cluster: mktemp failed: " .. dir)
   dir = dir:gsub("%s+$", "")
   local cl = setmetatable({dir = dir, jobs = 0, sleep = opts.sleep or blocking_sleep}, Cluster)
+  local sync = opts.synchronous ~= false
   cl.primary = node_of(cl, "primary")
   cl.standby = node_of(cl, "standby")
   start_watchdog(cl)
@@ -227,10 +233,10 @@ unix_socket_directories = '%s'
 max_connections = 200
 wal_level = replica
 max_wal_senders = 10
-synchronous_standby_names = '*'
+synchronous_standby_names = '%s'
 synchronous_commit = on
 fsync = off
-timezone = 'UTC']], dir))
+timezone = 'UTC']], dir, sync and "*" or ""))
     local bb_ok, bb_out = cl:run(string.format("%s%s/pg_basebackup -h 127.0.0.1 -p %d -U postgres -D %s -R -X stream -c fast",
       AS_POSTGRES, PG_BIN, cl.primary.port, cl.standby.data))
     assert(bb_ok, "cluster: pg_basebackup failed: " .. bb_out)
@@ -238,8 +244,9 @@ timezone = 'UTC']], dir))
     -- has none and must commit alone
     start_on_free_port(cl.standby, "synchronous_standby_names = ''\nhot_standby = on")
     assert(cl:wait_until(function()
-      return cl.primary:psql("SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming' AND sync_state = 'sync'") == "1"
-    end, 30000), "cluster: the standby does not stream in sync within 30 s")
+      return cl.primary:psql("SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming' AND sync_state = '" ..
+        (sync and "sync" or "async") .. "'") == "1"
+    end, 30000), "cluster: the standby does not stream within 30 s")
   end)
   if not started then
     cl:destroy()

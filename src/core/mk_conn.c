@@ -843,10 +843,11 @@ static int send_command(mk_conn *c, mk_req *r, int prep) {
                              st->formats, 0);
 }
 
-static void read_input(mk_conn *c);
+static void read_input(mk_conn *c, int from_socket);
 
 /* A stream's consumer caught up (mk_conn_resume): what libpq read already is handed
- * out, and the socket is read again. */
+ * out, and the socket is read again once that is used up (its readiness, watched
+ * again, says so). */
 static void on_resume(void *ud) {
   mk_conn *c = ud;
   enter(c);
@@ -854,7 +855,7 @@ static void on_resume(void *ud) {
     if (mk_io_watch(c->io, watch_events(c, 0)) < 0)
       lost(c);
     else
-      read_input(c);
+      read_input(c, 0);
   }
   leave(c);
 }
@@ -1277,9 +1278,13 @@ static int deliver_notes(mk_conn *c) {
   return c->state == MK_CONN_CLOSED ? -1 : 0;
 }
 
-static void read_input(mk_conn *c) {
+/* Reads the socket into libpq's buffer (from_socket; without it, on a resume, only
+ * what the buffer holds is used: reading on while it holds rows of a paused stream
+ * would make libpq enlarge it at each resume, up to all that the server sent), then
+ * hands out what it holds. */
+static void read_input(mk_conn *c, int from_socket) {
   if (c->paused) return; /* a readiness reported before the pause */
-  if (!PQconsumeInput(c->pg)) {
+  if (from_socket && !PQconsumeInput(c->pg)) {
     lost(c);
     return;
   }
@@ -1440,7 +1445,7 @@ static void on_io(void *ud, int events, int status) {
        * which tells whether the running request can have taken effect. Read it first;
        * nothing queued is sent meanwhile (it fails as never sent). */
       c->broken = 1;
-      read_input(c);
+      read_input(c, 1);
       if (can_send(c)) lost(c);
     } else {
       if (events & MK_WRITE) {
@@ -1455,7 +1460,7 @@ static void on_io(void *ud, int events, int status) {
         } else
           flush(c);
       }
-      if ((events & MK_READ) && can_send(c)) read_input(c);
+      if ((events & MK_READ) && can_send(c)) read_input(c, 1);
     }
   }
   leave(c);

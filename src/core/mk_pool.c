@@ -665,8 +665,10 @@ static int may_replay(const mk_pool *p, const mk_wait *w) {
   /* a request that timed out or was cancelled ended as asked, whatever became of its
    * connection: it is never replayed */
   if (e && (e->kind == MK_ERR_TIMEOUT || e->kind == MK_ERR_QUERY_CANCELED)) return 0;
-  /* a stream or COPY that ran may have handed rows out or taken its source's data */
-  if ((mk_req_flags(r) & (MK_REQ_STREAM | MK_REQ_COPY_IN | MK_REQ_COPY_OUT)) && mk_req_may_have_run(r)) return 0;
+  /* a stream or COPY once sent is never replayed, even when the server ended the
+   * session before any result (57P01): it may have handed rows out or taken its
+   * source's data, which cannot be read again */
+  if ((mk_req_flags(r) & (MK_REQ_STREAM | MK_REQ_COPY_IN | MK_REQ_COPY_OUT)) && mk_req_sent(r)) return 0;
   return p->o.retry == MK_RETRY_ALWAYS || !mk_req_may_have_run(r);
 }
 

@@ -157,6 +157,8 @@ mk_error *mk_req_error(mk_req *r) { return r->err.kind != MK_ERR_NONE ? &r->err 
 
 int mk_req_may_have_run(const mk_req *r) { return r->may_have_run; }
 
+int mk_req_sent(const mk_req *r) { return r->sent; }
+
 void mk_req_fail(mk_req *r, mk_kind kind, const char *msg) {
   mk_error_clear(&r->err);
   mk_error_set(&r->err, kind, msg);

@@ -91,6 +91,8 @@ mk_error *mk_req_error(mk_req *r);
  * healthy connection, and was not answered with the server ending the session before
  * any result (57P01-57P03, which rolls it back). 0 if it certainly did not. */
 int mk_req_may_have_run(const mk_req *r);
+/* 1 once the request was handed to libpq on its connection (until mk_req_reset). */
+int mk_req_sent(const mk_req *r);
 /* Sets the data hooks (copied) of a STREAM or COPY request, before it is submitted. */
 void mk_req_set_io(mk_req *r, const mk_req_io *io);
 /* Sets the error of a request that is not queued on a connection (a pool's waiter),

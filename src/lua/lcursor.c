@@ -4,6 +4,7 @@
  * decoder (else nil): a table with, for dict rows, the column names at 1..ncols and
  * the decoders at ncols + 1..2 * ncols. Everything a row needs but its values is
  * resolved once, when the cursor is made: the decoding of each column, and the names. */
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -317,6 +318,15 @@ static int c_tostring(lua_State *L) {
   return 1;
 }
 
+/* A result's memory is libpq's, which the collector does not see: a cursor nobody
+ * closes would hold it until a collection that Lua's own allocations alone may bring
+ * only much later (a cursor is some 100 bytes of Lua over kilobytes of result). So
+ * the collector is told, as if Lua had allocated it (unless the program stopped it). */
+static void account(lua_State *L, const PGresult *res) {
+  size_t kib = res ? PQresultMemorySize(res) / 1024 : 0;
+  if (kib > 0 && lua_gc(L, LUA_GCISRUNNING)) lua_gc(L, LUA_GCSTEP, kib > INT_MAX ? INT_MAX : (int)kib);
+}
+
 void lmk_cursor_push(lua_State *L, PGresult **resp, int queryidx, int dict, int owneruv) {
   PGresult *res = *resp;
   int ncols = res ? PQnfields(res) : 0, col, cu, dec, aux = 0;
@@ -328,6 +338,7 @@ void lmk_cursor_push(lua_State *L, PGresult **resp, int queryidx, int dict, int 
   luaL_setmetatable(L, LMK_CURSOR);
   cur->res = res; /* owned from here: __gc clears it even if the rest raises */
   *resp = NULL;
+  account(L, res);
   cur->ncols = ncols;
   cur->nrows = res ? PQntuples(res) : 0;
   cur->pos = 0;
@@ -398,6 +409,7 @@ void lmk_cursor_replace(lua_State *L, int idx, PGresult **resp) {
   PQclear(cur->res);
   cur->res = *resp;
   *resp = NULL;
+  account(L, cur->res);
   cur->nrows = cur->res ? PQntuples(cur->res) : 0;
   cur->pos = 0;
   cur->closed = 0;

@@ -47,20 +47,16 @@ struct lreq {
   int server;       /* where its owner ran it, for the query event (lmk_trace_set_server) */
 };
 
-/* Frees q's COPY state (copy_from, copy_to), its request and q. Runs no Lua. */
-static void req_free_core(lreq *q) {
-  if (q->copy) mk_buf_free(&q->copy->buf);
-  free(q->copy);
-  mk_req_free(q->r);
-  free(q);
-}
-
-/* Frees q, its request and the results no cursor took. Runs no Lua. */
+/* Frees q, its request, its COPY state (copy_from, copy_to) and the results no cursor
+ * took. Runs no Lua. */
 static void req_free(lreq *q) {
   int i;
   for (i = 0; i < q->nres; i++) PQclear(q->res[i]);
   free(q->res);
-  req_free_core(q);
+  if (q->copy) mk_buf_free(&q->copy->buf);
+  free(q->copy);
+  mk_req_free(q->r);
+  free(q);
 }
 
 /* Empties the resolver slots of the future at fidx: the future may live on long after
@@ -530,7 +526,7 @@ int lmk_req_refuse(lua_State *L, lreq *q, mk_kind kind, const char *why, int rai
   lmk_future_set_cancel(q->f, NULL, NULL);
   clear_slots(L, -1);
   luaL_unref(L, LUA_REGISTRYINDEX, q->fref);
-  req_free_core(q); /* its COPY state too: a refused COPY leaked it */
+  req_free(q); /* its COPY state too: a refused COPY leaked it */
   if (raise) return lmk_raise(L, kind, "%s", why);
   lmk_push_error(L, kind, why); /* the future fails with it */
   lmk_future_fail(L, -2);
