@@ -326,7 +326,9 @@ end
 
 -- Listens on conn to every channel, over a snapshot of them: pool:listen and unlisten
 -- change st.channels while a LISTEN is awaited (a channel added meanwhile is listened to
--- by its own pool:listen; one unlistened meanwhile is unlistened again). After a loss
+-- by its own pool:listen, which waits for this; one unlistened meanwhile, even after its
+-- own LISTEN ran, is unlistened again at the end, before conn becomes the listener: until
+-- then pool:unlisten can only take it out of st.channels). After a loss
 -- (reconnect), on_reconnect(channel) is called once the channel listens again and before
 -- its fn gets any notification of the new session: those that come with or right after
 -- the LISTEN's answer are held until on_reconnect was called.
@@ -343,15 +345,21 @@ local function relisten(st, conn, reconnect)
         conn:listen(channel, h.fn):await()
       end
       h = st.channels[channel]
-      if h == nil then -- unlistened while its LISTEN ran
-        conn:unlisten(channel):await()
-      else -- its handler as it is now: a pool:listen meanwhile may have replaced it
+      if h then -- its handler as it is now: a pool:listen meanwhile may have replaced it
         if held and h.opts.on_reconnect then core.spawn(h.opts.on_reconnect, channel) end
         listen_state(conn).handlers[channel] = h.fn
         for _, n in ipairs(held or {}) do core.spawn(h.fn, table.unpack(n, 1, n.n)) end
       end
     end
   end
+  local handlers = listen_state(conn).handlers
+  repeat -- each UNLISTEN is awaited: look again after it, until none is left
+    local stale
+    for channel in pairs(handlers) do
+      if st.channels[channel] == nil then stale = channel break end
+    end
+    if stale then conn:unlisten(stale):await() end
+  until stale == nil
 end
 
 open_listener = function(st, opts, reconnect)
