@@ -1,6 +1,8 @@
 /* mk_copy: values in COPY's text format (see mk_copy.h). */
 #include "mk_copy.h"
 
+#include "mk_text.h"
+
 int mk_copy_add_value(mk_buf *b, const char *s, size_t n) {
   size_t i, start = b->len, run = 0;
   if (mk_buf_reserve(b, n + n / 8 + 1) < 0) return -1;
@@ -30,3 +32,19 @@ int mk_copy_add_value(mk_buf *b, const char *s, size_t n) {
 }
 
 int mk_copy_add_null(mk_buf *b) { return mk_buf_add(b, "\\N", 2); }
+
+int mk_copy_add_int(mk_buf *b, long long v) {
+  char num[MK_TEXT_NUMLEN];
+  return mk_buf_add(b, num, (size_t)mk_text_int(num, v));
+}
+
+int mk_copy_add_float(mk_buf *b, double x) {
+  char num[MK_TEXT_NUMLEN];
+  return mk_buf_add(b, num, (size_t)mk_text_float(num, x));
+}
+
+int mk_copy_add_bool(mk_buf *b, int v) { return mk_buf_addc(b, v ? 't' : 'f'); }
+
+int mk_copy_next_column(mk_buf *b) { return mk_buf_addc(b, '\t'); }
+
+int mk_copy_end_row(mk_buf *b) { return mk_buf_addc(b, '\n'); }

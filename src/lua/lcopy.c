@@ -2,8 +2,6 @@
 #include "lcopy.h"
 
 #include <lauxlib.h>
-#include <math.h>
-#include <stdio.h>
 
 #include "lerror.h"
 #include "mk_copy.h"
@@ -37,8 +35,6 @@ static void error_text(lua_State *L) {
 /* Appends the value at idx of a row table as one COPY value. 0, 1 when it cannot be
  * encoded, -1 when memory ran out. */
 static int add_value(lua_State *L, mk_buf *b, int idx) {
-  char num[64];
-  int n;
   switch (lua_type(L, idx)) {
   case LUA_TSTRING: {
     size_t len;
@@ -46,20 +42,10 @@ static int add_value(lua_State *L, mk_buf *b, int idx) {
     return mk_copy_add_value(b, s, len);
   }
   case LUA_TNUMBER:
-    if (lua_isinteger(L, idx)) {
-      n = snprintf(num, sizeof num, "%lld", (long long)lua_tointeger(L, idx));
-    } else {
-      double d = lua_tonumber(L, idx);
-      if (isnan(d))
-        n = snprintf(num, sizeof num, "NaN");
-      else if (isinf(d))
-        n = snprintf(num, sizeof num, d > 0 ? "Infinity" : "-Infinity");
-      else
-        n = snprintf(num, sizeof num, "%.17g", d);
-    }
-    return mk_buf_add(b, num, (size_t)n);
+    if (lua_isinteger(L, idx)) return mk_copy_add_int(b, (long long)lua_tointeger(L, idx));
+    return mk_copy_add_float(b, (double)lua_tonumber(L, idx));
   case LUA_TBOOLEAN:
-    return mk_buf_addc(b, lua_toboolean(L, idx) ? 't' : 'f');
+    return mk_copy_add_bool(b, lua_toboolean(L, idx));
   case LUA_TLIGHTUSERDATA:
     if (lua_touserdata(L, idx) == NULL) return mk_copy_add_null(b); /* momoko.null */
     return 1;
@@ -86,7 +72,7 @@ static int add_item(lua_State *L, lcopy *cp, int idx) {
   }
   n = (lua_Integer)lua_rawlen(L, idx);
   for (j = 1; j <= n; j++) {
-    int rc = j > 1 ? mk_buf_addc(&cp->buf, '\t') : 0;
+    int rc = j > 1 ? mk_copy_next_column(&cp->buf) : 0;
     lua_rawgeti(L, idx, j);
     if (rc == 0) rc = add_value(L, &cp->buf, lua_gettop(L));
     if (rc > 0) {
@@ -101,7 +87,7 @@ static int add_item(lua_State *L, lcopy *cp, int idx) {
     lua_pop(L, 1);
     if (rc < 0) goto nomem;
   }
-  if (mk_buf_addc(&cp->buf, '\n') < 0) goto nomem;
+  if (mk_copy_end_row(&cp->buf) < 0) goto nomem;
   return 0;
 nomem:
   cp->buf.len = start;

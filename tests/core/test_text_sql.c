@@ -1228,6 +1228,14 @@ static void test_copy(void) {
   memcpy(in, "plain", 5);
   check(mk_copy_add_value(&b, in, 5) == 0 && b.len == 5 && memcmp(b.data, "plain", 5) == 0,
         "copy: a value without special bytes is copied as it is");
+  b.len = 0;
+  check(mk_copy_add_int(&b, -9223372036854775807LL - 1) == 0 && mk_copy_next_column(&b) == 0 &&
+            mk_copy_add_float(&b, 0.1) == 0 && mk_copy_next_column(&b) == 0 && mk_copy_add_float(&b, -HUGE_VAL) == 0 &&
+            mk_copy_next_column(&b) == 0 && mk_copy_add_float(&b, NAN) == 0 && mk_copy_next_column(&b) == 0 &&
+            mk_copy_add_bool(&b, 2) == 0 && mk_copy_add_bool(&b, 0) == 0 && mk_copy_end_row(&b) == 0 &&
+            b.len == strlen("-9223372036854775808\t0.10000000000000001\t-Infinity\tNaN\ttf\n") &&
+            memcmp(b.data, "-9223372036854775808\t0.10000000000000001\t-Infinity\tNaN\ttf\n", b.len) == 0,
+        "copy: integers, floats (17 digits, -Infinity, NaN) and booleans as the server reads them, tab and newline");
   free(in);
   mk_buf_free(&b);
   check(mk_sql_starts_with_keyword("  -- c\n /* x */ Copy t FROM STDIN", "copy"), "sql: keyword after comments, any case");
