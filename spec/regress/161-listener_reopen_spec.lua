@@ -27,11 +27,6 @@ local function listeners(app)
     "' AND query LIKE 'LISTEN%'"))
 end
 
-local function listener_pid(app)
-  return tonumber(H.psql("SELECT pid FROM pg_stat_activity WHERE application_name = '" .. app ..
-    "' AND query LIKE 'LISTEN%' LIMIT 1"))
-end
-
 describe("regress 161: a pool's listener reopened", function()
   it("when it dies while it is reopened, is reopened once: one listening backend, each notification handed out once", function()
     local dsn, app = H.app_dsn("regress161")
@@ -44,7 +39,7 @@ describe("regress 161: a pool's listener reopened", function()
         if not killed then
           -- the first channel listens again, the others not yet: the new listener dies
           killed = true
-          local pid = listener_pid(app)
+          local pid = H.listener_pid(app)
           H.psql("SELECT pg_terminate_backend(" .. pid .. ")")
           assert(H.wait_until(function()
             return H.psql("SELECT count(*) FROM pg_stat_activity WHERE pid = " .. pid) == "0"
@@ -54,7 +49,7 @@ describe("regress 161: a pool's listener reopened", function()
       for i = 1, 10 do
         pool:listen("r161_" .. i, function(_, p) got[#got + 1] = p end, opts):await()
       end
-      H.psql("SELECT pg_terminate_backend(" .. listener_pid(app) .. ")")
+      H.psql("SELECT pg_terminate_backend(" .. H.listener_pid(app) .. ")")
       -- the kill inside on_reconnect, then one complete reopen: 1 + 10 calls
       assert.is_true(H.wait_until(function() return calls >= 11 end, 10000))
       momoko.sleep(500):await() -- a second reopen, if any, ends meanwhile
@@ -93,7 +88,7 @@ describe("regress 161: a pool's listener reopened", function()
           END LOOP; END'; NOTIFY %s, 'early']], app, other, other))
       end }
       for _, channel in ipairs(channels) do pool:listen(channel, handler, opts):await() end
-      H.psql("SELECT pg_terminate_backend(" .. listener_pid(app) .. ")")
+      H.psql("SELECT pg_terminate_backend(" .. H.listener_pid(app) .. ")")
       assert.is_true(H.wait_until(function() return #events >= 3 end, 10000))
       momoko.sleep(200):await()
       local other = first == channels[1] and channels[2] or channels[1]

@@ -19,15 +19,8 @@ local sanitized = os.getenv("MOMOKO_TEST_SANITIZE") == "1"
 
 describe("regress 164: cursors nobody closes", function()
   it("are collected as often as their results' size asks", function()
-    local out, ok = H.run_lua([[
+    local grown, out, ok = H.run_lua_grown([[
       local momoko = require "momoko"
-      local function kib(field)
-        local f = assert(io.open("/proc/self/status"))
-        local n
-        for line in f:lines() do n = n or tonumber(line:match("^" .. field .. ":%s+(%d+)")) end
-        f:close()
-        return n
-      end
       local conn = momoko.connect(os.getenv("MOMOKO_TEST_DSN")):await()
       local function run(n)
         for i = 1, n do
@@ -37,13 +30,12 @@ describe("regress 164: cursors nobody closes", function()
       end
       run(20)
       collectgarbage()
-      local before = kib("VmHWM")
+      local before = proc_kib("VmHWM")
       run(300)
-      print("peak grown " .. (kib("VmHWM") - before))
+      print("peak grown " .. (proc_kib("VmHWM") - before))
       conn:close()
     ]])
     assert.is_true(ok, out)
-    local grown = tonumber(out:match("peak grown (%-?%d+)"))
     assert.is_not_nil(grown, out)
     if not sanitized then
       assert.is_true(grown < 8192, "the peak RSS grew by " .. grown .. " KiB")

@@ -14,11 +14,6 @@
 local momoko = require "momoko"
 local H = require "helper"
 
-local function listener_pid(app)
-  return tonumber(H.psql("SELECT pid FROM pg_stat_activity WHERE application_name = '" .. app ..
-    "' AND query LIKE 'LISTEN%' LIMIT 1"))
-end
-
 describe("regress 173: pool:unlisten while the listener is reopened", function()
   it("from on_reconnect: the channel is not listened to on the new listener", function()
     local dsn, app = H.app_dsn("regress173")
@@ -32,7 +27,7 @@ describe("regress 173: pool:unlisten while the listener is reopened", function()
         reconnected = reconnected + 1
         unlistened = pool:unlisten(ch)
       end }):await()
-      local old = listener_pid(app)
+      local old = H.listener_pid(app)
       H.psql("SELECT pg_terminate_backend(" .. old .. ")")
       assert.is_true(H.wait_until(function() return reconnected == 1 and unlistened ~= nil end, 10000))
       unlistened:await()

@@ -77,6 +77,22 @@ function H.run_lua(code)
   return out, ok == true
 end
 
+--- H.run_lua for a memory check: the child's code gets proc_kib(field), the value in
+--- KiB of a field of its /proc/self/status ("VmRSS", "VmHWM"), and prints
+--- "grown N" (N KiB). Returns N (nil if no such line), the output and whether it exited 0.
+function H.run_lua_grown(code)
+  local out, ok = H.run_lua([=[
+local function proc_kib(field)
+  local f = assert(io.open("/proc/self/status"))
+  local kib
+  for line in f:lines() do kib = kib or tonumber(line:match("^" .. field .. ":%s+(%d+)")) end
+  f:close()
+  return kib
+end
+]=] .. code)
+  return tonumber(out:match("grown (%-?%d+)")), out, ok
+end
+
 --- Opens one connection to dsn before the first test of the describe block this is
 --- called in (lazy_setup) and closes it after the block's last test (lazy_teardown).
 --- opened(conn) gets the new connection, for the block to keep it in a local (and to
@@ -144,6 +160,12 @@ function H.pids_of(app)
     pids[#pids + 1] = tonumber(pid)
   end
   return pids
+end
+
+--- The pid of a backend of app whose last statement was a LISTEN (a pool's listener), or nil.
+function H.listener_pid(app)
+  return tonumber(H.psql("SELECT pid FROM pg_stat_activity WHERE application_name = '" .. app ..
+    "' AND query LIKE 'LISTEN%' LIMIT 1"))
 end
 
 --- Waits (running the loop) until a backend of app runs a statement containing text;
