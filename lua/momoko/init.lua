@@ -326,9 +326,9 @@ end
 
 -- Listens on conn to every channel, over a snapshot of them: pool:listen and unlisten
 -- change st.channels while a LISTEN is awaited (a channel added meanwhile is listened to
--- by its own pool:listen, which waits for this; one unlistened meanwhile, even after its
--- own LISTEN ran, is unlistened again at the end, before conn becomes the listener: until
--- then pool:unlisten can only take it out of st.channels). After a loss
+-- by its own pool:listen, which waits for this; pool:unlisten sends its UNLISTEN on conn,
+-- st.setting_up, at once, so one unlistened meanwhile is skipped, or gets no handler
+-- once its LISTEN ran). After a loss
 -- (reconnect), on_reconnect(channel) is called once the channel listens again and before
 -- its fn gets any notification of the new session: those that come with or right after
 -- the LISTEN's answer are held until on_reconnect was called.
@@ -352,14 +352,6 @@ local function relisten(st, conn, reconnect)
       end
     end
   end
-  local handlers = listen_state(conn).handlers
-  repeat -- each UNLISTEN is awaited: look again after it, until none is left
-    local stale
-    for channel in pairs(handlers) do
-      if st.channels[channel] == nil then stale = channel break end
-    end
-    if stale then conn:unlisten(stale):await() end
-  until stale == nil
 end
 
 open_listener = function(st, opts, reconnect)
@@ -369,6 +361,7 @@ open_listener = function(st, opts, reconnect)
       local ok, err = pcall(function()
         conn:connect():await()
         if st.closed then return end
+        st.setting_up = conn
         -- only the installed listener is reopened from here: one that dies while it
         -- is set up fails this attempt, and this loop tries again
         listen_state(conn).on_lost = function()
@@ -378,6 +371,7 @@ open_listener = function(st, opts, reconnect)
         end
         relisten(st, conn, reconnect)
       end)
+      st.setting_up = nil
       if ok and not st.closed and not conn.closed then
         st.conn = conn
         st.opening = nil
@@ -429,7 +423,8 @@ function pool_methods.unlisten(self, channel)
   check_channel("unlisten", channel)
   local st = listen_state(self)
   if st.channels then st.channels[channel] = nil end
-  if st.conn and not st.conn.closed then return st.conn:unlisten(channel) end
+  local conn = st.conn or st.setting_up -- the listener, or the one being set up
+  if conn and not conn.closed then return conn:unlisten(channel) end
   return done()
 end
 
