@@ -409,7 +409,8 @@ void lmk_cursor_replace(lua_State *L, int idx, PGresult **resp) {
   PQclear(cur->res);
   cur->res = *resp;
   *resp = NULL;
-  account(L, cur->res);
+  /* not account(): the cursor still holds one result, the one before is freed (a
+   * stream's cursor, replaced at every row, would charge the collector for each) */
   cur->nrows = cur->res ? PQntuples(cur->res) : 0;
   cur->pos = 0;
   cur->closed = 0;
